@@ -1,0 +1,183 @@
+"""Pretraining configuration: fvcore ``CfgNode`` defaults (MoCo v2), YAML with ``_BASE_``, overrides.
+
+Config files and ``KEY VALUE`` command-line overrides follow detectron2's conventions; keys
+that are not in the defaults are errors that name the key and the file they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+_C.OUTPUT_DIR = "output/pretrain"
+_C.SEED = 0
+
+_C.DATA = CfgNode()
+# imagefolder | shapes | cifar10 | cifar100 | stl10
+_C.DATA.NAME = "imagefolder"
+# For imagefolder, the folder whose subfolders are the classes (ImageNet: its train/). For
+# cifar/stl10, the torchvision root. For shapes, the cache folder ("" = ~/.cache/unimoco/shapes).
+_C.DATA.ROOT = ""
+# Fraction of labeled images, class-balanced and seeded: 0 = MoCo, 1 = fully supervised.
+_C.DATA.LABEL_RATIO = 0.0
+# File naming the labeled images (one path relative to DATA.ROOT per line); replaces LABEL_RATIO.
+_C.DATA.LABELED_LIST = ""
+_C.DATA.NUM_WORKERS = 4
+# Held-out split for evaluation (kNN monitor); "" = none.
+_C.DATA.VAL_ROOT = ""
+# Stop the run when more than this fraction of the images fail to decode.
+_C.DATA.MAX_BAD_FRACTION = 0.01
+
+# Generated "shapes" data (DATA.NAME shapes): deterministic by DATA.SHAPES.SEED.
+_C.DATA.SHAPES = CfgNode()
+_C.DATA.SHAPES.NUM_TRAIN = 2000
+_C.DATA.SHAPES.NUM_VAL = 500
+_C.DATA.SHAPES.IMAGE_SIZE = 64
+_C.DATA.SHAPES.SEED = 0
+
+_C.INPUT = CfgNode()
+_C.INPUT.SIZE = 224
+# v1 | v2 (DESIGN §3)
+_C.INPUT.AUG = "v2"
+_C.INPUT.CROP_SCALE = (0.2, 1.0)
+
+_C.MODEL = CfgNode()
+# resnet18 | resnet34 | resnet50 | resnet101
+_C.MODEL.ARCH = "resnet50"
+# 3x3 stride-1 first conv and no max-pool, for 32-px images.
+_C.MODEL.CIFAR_STEM = False
+# fc (MoCo v1) | mlp (MoCo v2)
+_C.MODEL.HEAD = "mlp"
+_C.MODEL.DIM = 128
+_C.MODEL.CHANNELS_LAST = False
+
+_C.MOCO = CfgNode()
+_C.MOCO.K = 65536
+_C.MOCO.M = 0.999
+_C.MOCO.T = 0.2
+# Shuffle BN (across ranks under torchrun). On one process: BN statistics over this many
+# sub-batches with an in-batch shuffle of the keys (split BN); 1 turns it off.
+_C.MOCO.SHUFFLE_BN = True
+_C.MOCO.BN_SPLITS = 8
+
+_C.LOSS = CfgNode()
+# unicon (positives: own key + queued keys of the same label) | infonce (MoCo)
+_C.LOSS.NAME = "unicon"
+
+_C.CO2 = CfgNode()
+_C.CO2.ENABLED = False
+# alpha = 1 and tau_c = 0.05 are lightly's defaults; the CO2 paper's could not be confirmed here.
+_C.CO2.ALPHA = 1.0
+_C.CO2.T = 0.05
+
+_C.SOLVER = CfgNode()
+_C.SOLVER.EPOCHS = 200
+# Global batch (all ranks together).
+_C.SOLVER.BATCH_SIZE = 256
+# Learning rate per 256 images; the lr in force is BASE_LR * BATCH_SIZE / 256.
+_C.SOLVER.BASE_LR = 0.03
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# cosine | step
+_C.SOLVER.SCHEDULE = "cosine"
+# Epochs at which a step schedule multiplies the lr by GAMMA.
+_C.SOLVER.STEPS = (120, 160)
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 0
+# bf16 autocast on GPU (the loss is computed in fp32 either way).
+_C.SOLVER.AMP = True
+# Stop after this many steps (0 = run all epochs); for smoke tests and benchmarks.
+_C.SOLVER.MAX_STEPS = 0
+
+_C.CHECKPOINT = CfgNode()
+# A checkpoint every epoch and, when > 0, every this many steps.
+_C.CHECKPOINT.PERIOD_STEPS = 0
+
+_C.LOG = CfgNode()
+_C.LOG.PERIOD = 20
+_C.LOG.TENSORBOARD = True
+# tqdm bar: auto (when stderr is a terminal) | on | off
+_C.LOG.PROGRESS = "auto"
+
+_C.EVAL = CfgNode()
+# Online kNN monitor every this many epochs on DATA.VAL_ROOT (0 = off).
+_C.EVAL.KNN_PERIOD = 0
+_C.EVAL.KNN_K = 200
+_C.EVAL.KNN_T = 0.1
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the defaults."""
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults (MoCo v2, UniCon loss, no labels)."""
+    return _C.clone()
+
+
+def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Defaults, merged with ``config_file`` (``_BASE_`` chains allowed), then ``KEY VALUE`` pairs."""
+    cfg = get_cfg()
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {config_file!r} does not exist")
+        try:
+            cfg.merge_from_file(str(path))
+        except KeyError as err:
+            raise ConfigError(f"{config_file}: {err.args[0]}") from None
+    if len(overrides) % 2:
+        raise ConfigError(
+            f"overrides must be KEY VALUE pairs; got an odd number: {' '.join(overrides)}"
+        )
+    try:
+        cfg.merge_from_list(list(overrides))
+    except KeyError as err:
+        raise ConfigError(f"command-line override: {err.args[0]}") from None
+    validate_cfg(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def validate_cfg(cfg: CfgNode) -> None:
+    """Values with a closed set of choices or a range; the error names the key."""
+    choices = {
+        "DATA.NAME": ("imagefolder", "shapes", "cifar10", "cifar100", "stl10"),
+        "INPUT.AUG": ("v1", "v2"),
+        "MODEL.ARCH": ("resnet18", "resnet34", "resnet50", "resnet101"),
+        "MODEL.HEAD": ("fc", "mlp"),
+        "LOSS.NAME": ("unicon", "infonce"),
+        "SOLVER.SCHEDULE": ("cosine", "step"),
+        "LOG.PROGRESS": ("auto", "on", "off"),
+    }
+    for key, allowed in choices.items():
+        value = _lookup(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
+    if not 0.0 <= cfg.DATA.LABEL_RATIO <= 1.0:
+        raise ConfigError(f"DATA.LABEL_RATIO = {cfg.DATA.LABEL_RATIO}; expected a value in [0, 1]")
+    for key in ("MOCO.K", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "MOCO.BN_SPLITS", "INPUT.SIZE"):
+        if _lookup(cfg, key) < 1:
+            raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive integer")
+    for key in ("MOCO.T", "CO2.T"):
+        if _lookup(cfg, key) <= 0:
+            raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive temperature")
+    if not 0.0 <= cfg.MOCO.M < 1.0:
+        raise ConfigError(f"MOCO.M = {cfg.MOCO.M}; expected a momentum in [0, 1)")
+
+
+def config_hash(cfg: CfgNode) -> str:
+    """A short stable hash of the resolved config, to tell whether two runs share a recipe."""
+    return hashlib.sha256(cfg.dump(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lookup(cfg: CfgNode, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node

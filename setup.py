@@ -1,0 +1,51 @@
+"""unimoco: UniMoCo pretraining of ResNet backbones and their transfer to detectron2.
+
+The source folders are mapped onto namespaced import names (``pretrain/`` -> ``unimoco.pretrain``,
+``transfer/`` -> ``unimoco.transfer``, ``tools/`` -> ``unimoco``), the way detectron2 maps its
+``projects/``, so that nothing collides with the ``pretrain.py`` files in users' own trees.
+"""
+
+from setuptools import find_packages, setup
+
+PACKAGE_ROOTS = {"unimoco": "tools", "unimoco.pretrain": "pretrain", "unimoco.transfer": "transfer"}
+
+
+def _packages() -> list[str]:
+    packages = []
+    for name, folder in PACKAGE_ROOTS.items():
+        packages.append(name)
+        packages.extend(f"{name}.{sub}" for sub in find_packages(folder))
+    return packages
+
+
+setup(
+    name="unimoco",
+    version="0.1.0",
+    description="UniMoCo / MoCo pretraining of ResNets and their transfer to detectron2",
+    python_requires=">=3.10",
+    packages=_packages(),
+    package_dir=PACKAGE_ROOTS,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy",
+        "pillow",
+        "fvcore<0.1.6",
+        "iopath<0.1.10",
+        "yacs",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+        "pycocotools",
+        "scikit-learn",
+        # detectron2's own dependencies (it is installed without them; see tools/install.sh)
+        "omegaconf>=2.1,<2.4",
+        "hydra-core",
+        "termcolor",
+        "tabulate",
+        "cloudpickle",
+        "setuptools<81",
+    ],
+    extras_require={"dev": ["pytest", "pytest-timeout", "hypothesis", "ruff"]},
+    entry_points={"console_scripts": ["unimoco = unimoco.cli:main"]},
+)
