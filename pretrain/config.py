@@ -1,4 +1,4 @@
-"""Pretraining configuration: fvcore ``CfgNode`` defaults (MoCo v2), YAML with ``_BASE_``, overrides.
+"""Pretraining config: fvcore ``CfgNode`` defaults (MoCo v2), YAML with ``_BASE_``, overrides.
 
 Config files and ``KEY VALUE`` command-line overrides follow detectron2's conventions; keys
 that are not in the defaults are errors that name the key and the file they came from.
@@ -7,8 +7,8 @@ that are not in the defaults are errors that name the key and the file they came
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
@@ -121,7 +121,7 @@ def get_cfg() -> CfgNode:
 
 
 def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
-    """Defaults, merged with ``config_file`` (``_BASE_`` chains allowed), then ``KEY VALUE`` pairs."""
+    """Defaults, merged with ``config_file`` (``_BASE_`` chains allowed), then KEY VALUE pairs."""
     cfg = get_cfg()
     if config_file:
         path = Path(config_file)

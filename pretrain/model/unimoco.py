@@ -1,0 +1,161 @@
+"""The UniMoCo model: query/key encoders, momentum update, key + label queues, shuffle BN.
+
+With every label -1 (or LOSS.NAME infonce) it is MoCo v1/v2; with labels, a query's positives
+are its own key plus every queued key of its label (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import distributed as du
+from .. import losses
+from .resnet import build_resnet, feature_dim
+from .split_bn import convert_to_split_bn
+
+
+def build_encoder(arch: str, dim: int, head: str, cifar_stem: bool = False) -> nn.Module:
+    """A ResNet whose ``fc`` is the projection head: linear (MoCo v1) or 2-layer MLP (v2)."""
+    encoder = build_resnet(arch, num_classes=dim, cifar_stem=cifar_stem)
+    if head == "mlp":
+        width = feature_dim(encoder)
+        encoder.fc = nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), encoder.fc)
+    elif head != "fc":
+        raise ValueError(f"unknown head {head!r}; expected 'fc' or 'mlp'")
+    return encoder
+
+
+class UniMoCo(nn.Module):
+    """MoCo with a label queue beside the key queue; the loss is UniCon or InfoNCE, plus CO2.
+
+    ``forward`` returns the losses and the batch's keys and labels; the caller enqueues them with
+    :meth:`enqueue` after the backward pass (so the queue the loss saw is not modified under
+    autograd, and no copy of it is needed).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        head: str = "mlp",
+        cifar_stem: bool = False,
+        loss: str = "unicon",
+        co2_alpha: float = 0.0,
+        co2_temperature: float = 0.05,
+        bn_splits: int = 1,
+        shuffle_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        if loss not in ("unicon", "infonce"):
+            raise ValueError(f"unknown loss {loss!r}; expected 'unicon' or 'infonce'")
+        self.queue_size = queue_size
+        self.momentum = momentum
+        self.temperature = temperature
+        self.loss_name = loss
+        self.co2_alpha = co2_alpha
+        self.co2_temperature = co2_temperature
+        self.shuffle_bn = shuffle_bn
+
+        self.encoder_q = build_encoder(arch, dim, head, cifar_stem)
+        if bn_splits > 1:
+            convert_to_split_bn(self.encoder_q, bn_splits)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for param in self.encoder_k.parameters():
+            param.requires_grad = False
+
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_labels", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_config(cls, cfg) -> UniMoCo:
+        """Build from a pretraining config; split BN only on a single process (DESIGN §3)."""
+        single_process = du.get_world_size() == 1
+        return cls(
+            arch=cfg.MODEL.ARCH,
+            dim=cfg.MODEL.DIM,
+            queue_size=cfg.MOCO.K,
+            momentum=cfg.MOCO.M,
+            temperature=cfg.MOCO.T,
+            head=cfg.MODEL.HEAD,
+            cifar_stem=cfg.MODEL.CIFAR_STEM,
+            loss=cfg.LOSS.NAME,
+            co2_alpha=cfg.CO2.ALPHA if cfg.CO2.ENABLED else 0.0,
+            co2_temperature=cfg.CO2.T,
+            bn_splits=cfg.MOCO.BN_SPLITS if (single_process and cfg.MOCO.SHUFFLE_BN) else 1,
+            shuffle_bn=cfg.MOCO.SHUFFLE_BN,
+        )
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """θk ← m·θk + (1 − m)·θq; buffers (BN statistics) are the key encoder's own."""
+        params_q = [p.detach() for p in self.encoder_q.parameters()]
+        params_k = list(self.encoder_k.parameters())
+        torch._foreach_mul_(params_k, self.momentum)
+        torch._foreach_add_(params_k, params_q, alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
+        """Gather the keys and labels of every rank and write them over the oldest entries."""
+        keys = du.concat_all_gather(keys.detach().to(self.queue.dtype))
+        labels = du.concat_all_gather(labels.to(self.queue_labels.dtype))
+        positions = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % self.queue_size
+        self.queue.index_copy_(0, positions, keys)
+        self.queue_labels.index_copy_(0, positions, labels)
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % self.queue_size)
+
+    @torch.no_grad()
+    def _encode_keys(self, im_k: torch.Tensor) -> torch.Tensor:
+        """Key embeddings with shuffle BN: the batch is permuted (across ranks when distributed)
+        before the key encoder and restored after, so BN statistics do not leak the positive."""
+        if not self.shuffle_bn:
+            return F.normalize(self.encoder_k(im_k), dim=1)
+        if du.get_world_size() == 1:
+            perm = torch.randperm(len(im_k), device=im_k.device)
+            keys = F.normalize(self.encoder_k(im_k[perm]), dim=1)
+            return keys[torch.argsort(perm)]
+        all_images = du.concat_all_gather(im_k)
+        perm = torch.randperm(len(all_images), device=im_k.device)
+        torch.distributed.broadcast(perm, src=0)
+        local = perm.view(du.get_world_size(), -1)[du.get_rank()]
+        keys = F.normalize(self.encoder_k(all_images[local]), dim=1)
+        all_keys = du.concat_all_gather(keys)
+        return all_keys[torch.argsort(perm)].view(du.get_world_size(), -1, keys.shape[1])[
+            du.get_rank()
+        ]
+
+    def forward(
+        self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses for one batch of query/key crops; ``labels`` int64 with -1 for unlabeled."""
+        if labels is None:
+            labels = torch.full((len(im_q),), -1, dtype=torch.long, device=im_q.device)
+        q = F.normalize(self.encoder_q(im_q), dim=1)
+        with torch.no_grad():
+            self.momentum_update()
+            k = self._encode_keys(im_k)
+        # Losses in fp32 outside autocast: bf16 logits over a 65536-entry queue are too coarse.
+        with torch.autocast(device_type=im_q.device.type, enabled=False):
+            q32, k32 = q.float(), k.float()
+            if self.loss_name == "unicon":
+                contrast = losses.unicon(
+                    q32, k32, self.queue, labels, self.queue_labels, self.temperature
+                )
+            else:
+                contrast = losses.info_nce(q32, k32, self.queue, self.temperature)
+            out = {"loss_contrast": contrast}
+            loss = contrast
+            if self.co2_alpha > 0:
+                out["loss_co2"] = losses.co2(q32, k32, self.queue, self.co2_temperature)
+                loss = loss + self.co2_alpha * out["loss_co2"]
+        out["loss"] = loss
+        out["keys"] = k
+        out["labels"] = labels
+        return out
