@@ -129,16 +129,16 @@ def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> C
             raise ConfigError(f"config file {config_file!r} does not exist")
         try:
             cfg.merge_from_file(str(path))
-        except KeyError as err:
-            raise ConfigError(f"{config_file}: {err.args[0]}") from None
+        except (KeyError, AssertionError, ValueError) as err:
+            raise ConfigError(f"{config_file}: {err}") from None
     if len(overrides) % 2:
         raise ConfigError(
             f"overrides must be KEY VALUE pairs; got an odd number: {' '.join(overrides)}"
         )
     try:
         cfg.merge_from_list(list(overrides))
-    except KeyError as err:
-        raise ConfigError(f"command-line override: {err.args[0]}") from None
+    except (KeyError, AssertionError, ValueError) as err:
+        raise ConfigError(f"command-line override: {err}") from None
     validate_cfg(cfg)
     cfg.freeze()
     return cfg
