@@ -1,0 +1,1 @@
+"""Data for pretraining: datasets, labeled subsets, augmentations and the generated shapes."""

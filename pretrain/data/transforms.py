@@ -1,0 +1,84 @@
+"""Augmentations of MoCo v1 and v2 (DESIGN §3), the two-crop wrapper and the eval transform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fvcore.common.config import CfgNode
+from PIL import Image
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def blur_kernel_size(size: int) -> int:
+    """An odd Gaussian kernel about 10 % of the crop side (23 for 224, 7 for 64), at least 3."""
+    kernel = int(0.1 * size)
+    return max(3, kernel if kernel % 2 else kernel + 1)
+
+
+def _to_normalized_tensor() -> list[Any]:
+    return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def moco_v1_augmentation(size: int, scale: tuple[float, float] = (0.2, 1.0)) -> T.Compose:
+    """MoCo v1: crop, grayscale (p 0.2), colour jitter 0.4 (hue too), flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=scale),
+            T.RandomGrayscale(p=0.2),
+            T.ColorJitter(0.4, 0.4, 0.4, 0.4),
+            T.RandomHorizontalFlip(),
+            *_to_normalized_tensor(),
+        ]
+    )
+
+
+def moco_v2_augmentation(size: int, scale: tuple[float, float] = (0.2, 1.0)) -> T.Compose:
+    """MoCo v2: crop, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur σ 0.1-2 (p 0.5),
+    flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=scale),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
+            *_to_normalized_tensor(),
+        ]
+    )
+
+
+class TwoCropsTransform:
+    """Two independent draws of one augmentation: the query and the key view of an image."""
+
+    def __init__(self, base: T.Compose) -> None:
+        self.base = base
+
+    def __call__(self, image: Image.Image) -> list[Any]:
+        return [self.base(image), self.base(image)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base!r})"
+
+
+def build_pretrain_transform(cfg: CfgNode) -> TwoCropsTransform:
+    """The two-crop augmentation ``INPUT.AUG`` names, at ``INPUT.SIZE`` and ``INPUT.CROP_SCALE``."""
+    builders = {"v1": moco_v1_augmentation, "v2": moco_v2_augmentation}
+    if cfg.INPUT.AUG not in builders:
+        raise ValueError(f"INPUT.AUG = {cfg.INPUT.AUG!r}; expected v1 or v2")
+    scale = tuple(float(s) for s in cfg.INPUT.CROP_SCALE)
+    if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(
+            f"INPUT.CROP_SCALE = {cfg.INPUT.CROP_SCALE}; "
+            "expected (min, max) with 0 < min <= max <= 1"
+        )
+    return TwoCropsTransform(builders[cfg.INPUT.AUG](cfg.INPUT.SIZE, scale))
+
+
+def build_eval_transform(size: int) -> T.Compose:
+    """Resize the short side to size·256/224, centre-crop ``size``: the 256/224 protocol."""
+    return T.Compose(
+        [T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *_to_normalized_tensor()]
+    )
