@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 from .. import distributed as du
+from ..checkpoint import CheckpointError
 from ..config import ConfigError, load_cfg
+from ..data.datasets import DatasetError
+from ..data.label_subset import LabeledListError
 from .logging_utils import setup_logger
 
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             trainer.resume()
         trainer.train()
-    except ConfigError as err:
+    except (ConfigError, DatasetError, LabeledListError, CheckpointError) as err:
         logger.error("unimoco pretrain: %s", err)
         return 2
     return 0

@@ -1,0 +1,67 @@
+"""detectron2 config for the detect command: its defaults plus our keys, YAML with ``_BASE_``,
+and ``KEY VALUE`` overrides; unknown keys are errors naming the key and the file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from detectron2.config import CfgNode, get_cfg
+
+# Roots of the MODEL subtrees whose NORM key selects BN / SyncBN.
+_NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+
+
+class DetectionConfigError(ValueError):
+    """A detection config file or override that does not fit the defaults."""
+
+
+def add_unimoco_config(cfg: CfgNode) -> None:
+    """Add our keys: where the real data lives, extra COCO jsons, the shapes scenes."""
+    # Folder holding VOC2007/, VOC2012/ and coco/ ("" = detectron2's $DETECTRON2_DATASETS).
+    cfg.DATASETS.ROOT = ""
+    # More COCO-format data sets, each "NAME,JSON_FILE,IMAGE_ROOT".
+    cfg.DATASETS.EXTRA_COCO = []
+    # The generated shapes scenes (shapes_voc_train/test, shapes_coco_train/val).
+    cfg.DATASETS.SHAPES = CfgNode()
+    cfg.DATASETS.SHAPES.NUM_TRAIN = 1000
+    cfg.DATASETS.SHAPES.NUM_TEST = 200
+    cfg.DATASETS.SHAPES.IMAGE_SIZE = 128
+    cfg.DATASETS.SHAPES.SEED = 0
+    # Cache folder ("" = $UNIMOCO_CACHE/shapes or ~/.cache/unimoco/shapes).
+    cfg.DATASETS.SHAPES.ROOT = ""
+
+
+def load_detection_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNode:
+    """detectron2's defaults with ours, merged with ``config_file`` and ``KEY VALUE`` pairs."""
+    cfg = get_cfg()
+    add_unimoco_config(cfg)
+    if not Path(config_file).is_file():
+        raise DetectionConfigError(f"config file {config_file!r} does not exist")
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError) as err:  # unknown key / value of the wrong type
+        raise DetectionConfigError(f"{config_file}: {err.args[0]}") from None
+    if len(overrides) % 2:
+        raise DetectionConfigError(
+            f"overrides must be KEY VALUE pairs; got an odd number: {' '.join(overrides)}"
+        )
+    try:
+        cfg.merge_from_list(list(overrides))
+    except (KeyError, ValueError, AssertionError) as err:  # yacs asserts on unknown keys
+        raise DetectionConfigError(f"command-line override: {err.args[0]}") from None
+    return cfg
+
+
+def sync_bn_fallback(cfg: CfgNode, world_size: int) -> dict[str, str]:
+    """Replace SyncBN where it cannot sync: plain BN in one process, NaiveSyncBN (which works on
+    gloo) across CPU processes. Returns the keys changed and their new values."""
+    if world_size > 1 and cfg.MODEL.DEVICE != "cpu":
+        return {}
+    replacement = "BN" if world_size == 1 else "NaiveSyncBN"
+    changed = {}
+    for node in _NORM_NODES:
+        if cfg.MODEL[node].NORM == "SyncBN":
+            cfg.MODEL[node].NORM = replacement
+            changed[f"MODEL.{node}.NORM"] = replacement
+    return changed

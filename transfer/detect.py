@@ -1,0 +1,85 @@
+"""``unimoco detect``: fine-tune and evaluate a detectron2 model (VOC / COCO / shapes), on CPU or
+on GPUs with detectron2's launcher (multi-GPU, multi-machine)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
+from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
+from unimoco.transfer.datasets import DatasetError, register_datasets
+from unimoco.transfer.trainer import Trainer, write_final_metrics
+
+logger = logging.getLogger("unimoco.detect")
+
+
+def setup(args: Any) -> CfgNode:
+    """The frozen config of this process (SyncBN replaced where it cannot sync), logged and saved
+    to OUTPUT_DIR by detectron2's ``default_setup``; the data sets registered and checked."""
+    cfg = load_detection_cfg(args.config_file, args.opts or [])
+    changed = sync_bn_fallback(cfg, comm.get_world_size())
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise DetectionConfigError(
+            f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but no GPU is available; pass MODEL.DEVICE cpu"
+        )
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="unimoco")
+    if changed:
+        logger.warning(
+            f"SyncBN cannot sync in {comm.get_world_size()} process(es) on {cfg.MODEL.DEVICE}: "
+            + ", ".join(f"{key} = {value}" for key, value in changed.items())
+        )
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("MODEL.WEIGHTS is empty: the model starts from random initialisation")
+    register_datasets(cfg)
+    return cfg
+
+
+def run(args: Any) -> dict:
+    """Train (or, with --eval-only, evaluate) in this process; returns the evaluation results."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        checkpointer = SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = trainer.last_results
+    if comm.is_main_process():
+        path = write_final_metrics(cfg, results)
+        logger.info(f"Final metrics written to {path}")
+    return results
+
+
+def main(argv: list[str]) -> int:
+    """Run ``unimoco detect --config-file F [--num-gpus N] ... [KEY VALUE ...]``."""
+    parser = default_argument_parser()
+    parser.prog = "unimoco detect"
+    args = parser.parse_args(argv)
+    if not args.config_file:
+        parser.error("--config-file is required")
+    try:
+        launch(
+            run,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (DetectionConfigError, DatasetError) as err:
+        print(f"unimoco detect: error: {err}", file=sys.stderr)
+        return 1
+    return 0
