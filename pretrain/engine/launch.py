@@ -48,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         (output_dir / "config.yaml").write_text(cfg.dump())
     logger.info("config: %s", args.config_file or "(built-in MoCo v2 defaults)")
 
-    from .trainer import PretrainTrainer
+    from .trainer import PretrainTrainer, TooManyBadImages
 
     try:
         trainer = PretrainTrainer(cfg, device)
         if args.resume:
             trainer.resume()
         trainer.train()
-    except (ConfigError, DatasetError, LabeledListError, CheckpointError) as err:
+    except (ConfigError, DatasetError, LabeledListError, CheckpointError, TooManyBadImages) as err:
         logger.error("unimoco pretrain: %s", err)
         return 2
     return 0
