@@ -137,3 +137,29 @@ def test_bad_input_errors_name_the_culprit(tmp_path, capsys):
     assert code == 2 and "no_such_class/missing.png" in text
     code, text = _cli_error(capsys, *TINY, "MOCO.K", "4096", "OUTPUT_DIR", str(tmp_path / "o3"))
     assert code == 2 and "MOCO.K = 4096" in text and "MOCO.K <= 160" in text
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for c in range(2):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(20):
+            colour = (40 * i % 255, 100 * c, 7 * i % 255)
+            Image.new("RGB", (32, 32), colour).save(root / f"class{c}" / f"{i}.png")
+    (root / "class1" / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "run"
+    opts = ["DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "INPUT.SIZE", "32",
+            "MODEL.ARCH", "resnet18", "MOCO.K", "16", "MOCO.BN_SPLITS", "2",
+            "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "1", "DATA.NUM_WORKERS", "0",
+            "DATA.MAX_BAD_FRACTION", "0.2", "LOG.TENSORBOARD", "False"]  # fmt: skip
+    assert cli_main(["pretrain", *opts]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 41 // 8 and metrics["bad_images"] == 1
+    assert "broken.png" in (out / "log.txt").read_text()
+    # The same data with no tolerance for bad files stops with a clear error.
+    code = cli_main(
+        ["pretrain", *opts, "DATA.MAX_BAD_FRACTION", "0.0", "OUTPUT_DIR", str(tmp_path / "o")]
+    )
+    assert code == 2
