@@ -12,6 +12,8 @@ import sys
 # name -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("unimoco.pretrain.engine.launch", "UniMoCo / MoCo pretraining of a ResNet"),
+    "convert": ("unimoco.transfer.convert", "backbone checkpoint -> detectron2 / torchvision"),
+    "detect": ("unimoco.transfer.detect", "fine-tune and evaluate a detectron2 detector"),
 }
 
 
