@@ -109,7 +109,12 @@ class PretrainTrainer:
 
     def _build_dataset(self) -> SeededAugmentation:
         cfg = self.cfg
+        # The main process builds first: generated data (shapes) is then written only once.
+        if not du.is_main_process():
+            du.barrier()
         dataset = build_dataset(cfg, "train", build_pretrain_transform(cfg))
+        if du.is_main_process():
+            du.barrier()
         targets, mask = apply_label_subset(
             dataset.targets,
             dataset.sample_ids,
