@@ -9,9 +9,6 @@ Train and test scenes come from separate streams (``split_seed``), so they never
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
 
+from unimoco.pretrain.data.atomic import build_folder_atomically
 from unimoco.pretrain.data.shapes import (
     SHAPE_CLASSES,
     Scene,
@@ -70,19 +68,12 @@ def export_shapes_detection(
         )
     base = Path(root).expanduser() if root else default_shapes_root()
     final = base / "detection" / f"s{seed}-px{size}-n{num_train}-{num_test}"
-    if final.is_dir():
-        return ShapesDetection.at(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        _write_export(ShapesDetection.at(tmp), {"train": num_train, "test": num_test}, size, seed)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.is_dir():  # not a concurrent writer that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    build_folder_atomically(
+        final,
+        lambda folder: _write_export(
+            ShapesDetection.at(folder), {"train": num_train, "test": num_test}, size, seed
+        ),
+    )
     return ShapesDetection.at(final)
 
 

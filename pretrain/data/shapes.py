@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .atomic import build_folder_atomically
 
 # Alphabetical, so that ImageFolder's sorted class folders give the same indices as Scene.label.
 SHAPE_CLASSES: tuple[str, ...] = (
@@ -290,25 +290,16 @@ def ensure_shapes_imagefolder(
             f"{len(SHAPE_CLASSES)} (one per class)"
         )
     final = Path(root).expanduser() / f"s{seed}-px{size}-n{num_images}" / split
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=final.parent))
-    try:
+
+    def fill(folder: Path) -> None:
         for name in SHAPE_CLASSES:
-            (tmp / name).mkdir()
+            (folder / name).mkdir()
         stream = split_seed(seed, split)
         for index in range(num_images):
             scene = render_scene(stream, index, size)
-            scene.image.save(tmp / SHAPE_CLASSES[scene.label] / f"{index:06d}.png")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.is_dir():  # not a concurrent writer that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+            scene.image.save(folder / SHAPE_CLASSES[scene.label] / f"{index:06d}.png")
+
+    return build_folder_atomically(final, fill)
 
 
 def default_shapes_root() -> Path:
