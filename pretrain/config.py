@@ -18,7 +18,7 @@ _C.OUTPUT_DIR = "output/pretrain"
 _C.SEED = 0
 
 _C.DATA = CfgNode()
-# imagefolder | shapes | cifar10 | cifar100 | stl10
+# imagefolder | shapes | cifar10 | cifar100 | stl10 | digits (scikit-learn's UCI digits)
 _C.DATA.NAME = "imagefolder"
 # For imagefolder, the folder whose subfolders are the classes (ImageNet: its train/). For
 # cifar/stl10, the torchvision root. For shapes, the cache folder ("" = ~/.cache/unimoco/shapes).
@@ -39,6 +39,13 @@ _C.DATA.SHAPES.NUM_TRAIN = 2000
 _C.DATA.SHAPES.NUM_VAL = 500
 _C.DATA.SHAPES.IMAGE_SIZE = 64
 _C.DATA.SHAPES.SEED = 0
+
+# scikit-learn's 8x8 handwritten digits (DATA.NAME digits), upsampled to SIZE px; the stratified
+# train/test split is fixed by SPLIT_SEED (not SEED), so runs of several seeds share it.
+_C.DATA.DIGITS = CfgNode()
+_C.DATA.DIGITS.SIZE = 32
+_C.DATA.DIGITS.NUM_TEST = 360
+_C.DATA.DIGITS.SPLIT_SEED = 0
 
 _C.INPUT = CfgNode()
 _C.INPUT.SIZE = 224
@@ -109,6 +116,46 @@ _C.EVAL = CfgNode()
 _C.EVAL.KNN_PERIOD = 0
 _C.EVAL.KNN_K = 200
 _C.EVAL.KNN_T = 0.1
+# Images per process and batch when computing features or evaluating a classifier.
+_C.EVAL.BATCH_SIZE = 256
+
+# Linear protocol (MoCo): frozen backbone in eval mode, new fc ~ N(0, 0.01), SGD, step lr.
+_C.LINCLS = CfgNode()
+# standard (augmented crops every epoch; published numbers) | fast (features cached once, no
+# augmentation; for small data and quick sweeps)
+_C.LINCLS.MODE = "standard"
+_C.LINCLS.EPOCHS = 100
+# Global batch (all ranks together).
+_C.LINCLS.BATCH_SIZE = 256
+# Learning rate per 256 images (MoCo: 30 at batch 256).
+_C.LINCLS.BASE_LR = 30.0
+_C.LINCLS.MOMENTUM = 0.9
+_C.LINCLS.WEIGHT_DECAY = 0.0
+# Epochs at which the lr is multiplied by GAMMA.
+_C.LINCLS.STEPS = (60, 80)
+_C.LINCLS.GAMMA = 0.1
+# RandomResizedCrop scale of the training crops (torchvision's default, as MoCo).
+_C.LINCLS.CROP_SCALE = (0.08, 1.0)
+
+# Semi-supervised fine-tuning of the whole network on a labeled fraction (SimCLR-style 1 %/10 %).
+_C.SEMISUP = CfgNode()
+# Class-balanced fraction of the training images kept, seeded by SEED (e.g. 0.01, 0.1).
+_C.SEMISUP.LABEL_RATIO = 0.1
+# File naming the labeled images (DATA.LABELED_LIST's format); replaces LABEL_RATIO.
+_C.SEMISUP.LABELED_LIST = ""
+# SimCLR fine-tunes 60 epochs on 1 % of ImageNet and 30 on 10 %.
+_C.SEMISUP.EPOCHS = 30
+_C.SEMISUP.BATCH_SIZE = 256
+# Learning rates per 256 images: the pretrained backbone moves much less than the new head.
+_C.SEMISUP.BACKBONE_LR = 0.01
+_C.SEMISUP.HEAD_LR = 0.1
+_C.SEMISUP.MOMENTUM = 0.9
+_C.SEMISUP.WEIGHT_DECAY = 0.0
+# cosine | step (multiply by GAMMA at STEPS epochs)
+_C.SEMISUP.SCHEDULE = "cosine"
+_C.SEMISUP.STEPS = (12, 24)
+_C.SEMISUP.GAMMA = 0.1
+_C.SEMISUP.CROP_SCALE = (0.08, 1.0)
 
 
 class ConfigError(ValueError):
@@ -147,13 +194,15 @@ def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> C
 def validate_cfg(cfg: CfgNode) -> None:
     """Values with a closed set of choices or a range; the error names the key."""
     choices = {
-        "DATA.NAME": ("imagefolder", "shapes", "cifar10", "cifar100", "stl10"),
+        "DATA.NAME": ("imagefolder", "shapes", "cifar10", "cifar100", "stl10", "digits"),
         "INPUT.AUG": ("v1", "v2"),
         "MODEL.ARCH": ("resnet18", "resnet34", "resnet50", "resnet101"),
         "MODEL.HEAD": ("fc", "mlp"),
         "LOSS.NAME": ("unicon", "infonce"),
         "SOLVER.SCHEDULE": ("cosine", "step"),
         "LOG.PROGRESS": ("auto", "on", "off"),
+        "LINCLS.MODE": ("standard", "fast"),
+        "SEMISUP.SCHEDULE": ("cosine", "step"),
     }
     for key, allowed in choices.items():
         value = _lookup(cfg, key)
@@ -161,12 +210,31 @@ def validate_cfg(cfg: CfgNode) -> None:
             raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
     if not 0.0 <= cfg.DATA.LABEL_RATIO <= 1.0:
         raise ConfigError(f"DATA.LABEL_RATIO = {cfg.DATA.LABEL_RATIO}; expected a value in [0, 1]")
-    for key in ("MOCO.K", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "MOCO.BN_SPLITS", "INPUT.SIZE"):
+    if not 0.0 < cfg.SEMISUP.LABEL_RATIO <= 1.0:
+        raise ConfigError(
+            f"SEMISUP.LABEL_RATIO = {cfg.SEMISUP.LABEL_RATIO}; expected a value in (0, 1]"
+        )
+    positive = ("MOCO.K", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "MOCO.BN_SPLITS", "INPUT.SIZE")
+    positive += ("EVAL.KNN_K", "EVAL.BATCH_SIZE", "LINCLS.EPOCHS", "LINCLS.BATCH_SIZE")
+    positive += ("SEMISUP.EPOCHS", "SEMISUP.BATCH_SIZE")
+    for key in positive:
         if _lookup(cfg, key) < 1:
             raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive integer")
-    for key in ("MOCO.T", "CO2.T"):
+    for key in ("MOCO.T", "CO2.T", "EVAL.KNN_T"):
         if _lookup(cfg, key) <= 0:
             raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive temperature")
+    digits = cfg.DATA.DIGITS
+    if digits.SIZE < 8 or not 10 <= digits.NUM_TEST <= 1787 or digits.SPLIT_SEED < 0:
+        raise ConfigError(
+            f"DATA.DIGITS = (SIZE {digits.SIZE}, NUM_TEST {digits.NUM_TEST}, SPLIT_SEED "
+            f"{digits.SPLIT_SEED}); expected SIZE >= 8 (the native size), NUM_TEST in 10..1787 "
+            "(each of the 10 classes on both sides of the 1,797 images) and SPLIT_SEED >= 0"
+        )
+    if cfg.EVAL.KNN_PERIOD and cfg.DATA.NAME == "imagefolder" and not cfg.DATA.VAL_ROOT:
+        raise ConfigError(
+            f"EVAL.KNN_PERIOD = {cfg.EVAL.KNN_PERIOD} needs a held-out split: DATA.VAL_ROOT is "
+            "empty; expected the validation folder (same class subfolders as DATA.ROOT)"
+        )
     if not 0.0 <= cfg.MOCO.M < 1.0:
         raise ConfigError(f"MOCO.M = {cfg.MOCO.M}; expected a momentum in [0, 1)")
 

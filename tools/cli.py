@@ -12,6 +12,9 @@ import sys
 # name -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("unimoco.pretrain.engine.launch", "UniMoCo / MoCo pretraining of a ResNet"),
+    "knn": ("unimoco.pretrain.eval.knn", "weighted kNN accuracy of a backbone (frozen features)"),
+    "lincls": ("unimoco.pretrain.eval.lincls", "linear protocol: new fc on a frozen backbone"),
+    "semisup": ("unimoco.pretrain.eval.semisup", "fine-tune the network on a labeled fraction"),
     "convert": ("unimoco.transfer.convert", "backbone checkpoint -> detectron2 / torchvision"),
     "detect": ("unimoco.transfer.detect", "fine-tune and evaluate a detectron2 detector"),
 }

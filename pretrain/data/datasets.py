@@ -1,4 +1,4 @@
-"""Datasets: ImageNet-layout folders, the generated shapes, CIFAR-10/100 and STL-10.
+"""Datasets: ImageNet-layout folders, the generated shapes, CIFAR-10/100, STL-10, digits.
 
 All return ``(image, target)`` (target -1 = unlabeled) and expose ``targets``, ``classes`` and
 ``sample_ids`` (the names labeled-subset lists use). An image that cannot be decoded comes back
@@ -20,12 +20,13 @@ from fvcore.common.config import CfgNode
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from .digits import DigitsDataset
 from .shapes import default_shapes_root, ensure_shapes_imagefolder
 
 logger = logging.getLogger("unimoco.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DATASET_NAMES = ("imagefolder", "shapes", "cifar10", "cifar100", "stl10")
+DATASET_NAMES = ("imagefolder", "shapes", "cifar10", "cifar100", "stl10", "digits")
 SPLITS = ("train", "val")
 STL10_CLASSES = (
     "airplane",
@@ -268,6 +269,9 @@ def build_dataset(cfg: CfgNode, split: str, transform: Transform | None = None) 
             shapes.SEED,
         )
         return ImageListDataset.from_folder(folder, transform)
+    if name == "digits":
+        digits = cfg.DATA.DIGITS
+        return DigitsDataset(split, digits.SIZE, digits.NUM_TEST, digits.SPLIT_SEED, transform)
     if name not in DATASET_NAMES:
         raise DatasetError(f"DATA.NAME = {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if not cfg.DATA.ROOT:

@@ -25,6 +25,7 @@ from ..config import ConfigError, config_hash
 from ..data.datasets import build_dataset
 from ..data.label_subset import apply_label_subset
 from ..data.transforms import build_pretrain_transform
+from ..eval.knn import knn_monitor
 from ..model.unimoco import UniMoCo
 from .data import SeededAugmentation, build_train_loader
 from .logging_utils import LOGGER_NAME, MetricsWriter, write_json
@@ -267,6 +268,7 @@ class PretrainTrainer:
                 if self.state.step_in_epoch == self.steps_per_epoch:
                     self.state.epoch += 1
                     self.state.step_in_epoch = 0
+                    knn_monitor(self)
                     if self.state.step < self.total_steps:
                         self.save()
         finally:

@@ -1,0 +1,1 @@
+"""Classification evaluations of a pretrained backbone: kNN, linear protocol, semi-supervised."""

@@ -1,0 +1,64 @@
+"""scikit-learn's UCI digits as a built-in dataset: the split, the images, the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from unimoco.pretrain.config import ConfigError, load_cfg
+from unimoco.pretrain.data.datasets import build_dataset
+from unimoco.pretrain.data.digits import DIGIT_CLASSES, DigitsDataset, digits_split
+from unimoco.pretrain.data.label_subset import apply_label_subset
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "digits_r18.yaml"
+
+
+def test_split_is_fixed_stratified_and_disjoint():
+    train, test = digits_split(360, seed=0)
+    assert (len(train), len(test)) == (1437, 360)
+    assert not set(train) & set(test) and sorted({*train, *test}) == list(range(1797))
+    again, _ = digits_split(360, seed=0)
+    other, _ = digits_split(360, seed=1)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+    test_counts = np.bincount(DigitsDataset("val").targets, minlength=10)
+    assert test_counts.min() >= 34 and test_counts.max() <= 37  # 36 of each, give or take
+
+
+def test_images_are_upsampled_rgb_and_keep_their_digit():
+    dataset = DigitsDataset("train", size=32)
+    image, label = dataset[0]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (32, 32)
+    assert dataset.classes == list(DIGIT_CLASSES) and label == dataset.targets[0]
+    pixels = np.asarray(image)
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])  # grey
+    assert pixels.max() > 200 and pixels.min() < 30  # 0..16 stretched to 0..255
+    native = DigitsDataset("train", size=8)
+    # The ids name the index in scikit-learn's array: the first image is that one, stretched.
+    index = int(native.sample_ids[0])
+    expected = np.round(load_digits().images[index] * 255 / 16).astype(np.uint8)
+    assert np.array_equal(np.asarray(native[0][0])[..., 0], expected)
+    assert native.targets[0] == load_digits().target[index]
+
+
+def test_config_builds_both_splits_and_label_subsets_apply():
+    cfg = load_cfg(str(CONFIG), ["DATA.LABEL_RATIO", "0.1"])
+    train = build_dataset(cfg, "train")
+    val = build_dataset(cfg, "val")
+    assert (len(train), len(val)) == (1437, 360) and train.classes == val.classes
+    targets, mask = apply_label_subset(
+        train.targets, train.sample_ids, cfg.DATA.LABEL_RATIO, "", cfg.SEED, None
+    )
+    assert mask.sum() == 145 and targets.count(-1) == 1437 - 145
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("DATA.DIGITS.SIZE", "4"), ("DATA.DIGITS.NUM_TEST", "5"), ("DATA.DIGITS.NUM_TEST", "1790")],
+)
+def test_bad_digits_options_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=r"DATA.DIGITS = .*expected SIZE >= 8"):
+        load_cfg(None, ["DATA.NAME", "digits", key, value])
