@@ -32,7 +32,9 @@ def classifier_train_transform(size: int, scale: Sequence[float]) -> T.Compose:
     )
 
 
-def build_eval_splits(cfg: CfgNode, train_transform: T.Compose | None = None):
+def build_eval_splits(
+    cfg: CfgNode, train_transform: T.Compose | None = None
+) -> tuple[Dataset, Dataset, int]:
     """``(train, val, num_classes)``: the training split (with ``train_transform``, else the eval
     transform) and the held-out split (eval transform), checked to share their classes."""
     eval_transform = build_eval_transform(cfg.INPUT.SIZE)

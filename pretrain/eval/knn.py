@@ -8,6 +8,7 @@ the weights per class. Online every EVAL.KNN_PERIOD epochs of pretraining and as
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,9 @@ from .commands import run_command
 from .data import build_eval_splits
 from .features import EvalError, build_backbone, compute_outputs, pooled_features
 from .metrics import topk_accuracy
+
+if TYPE_CHECKING:
+    from ..engine.trainer import PretrainTrainer
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -74,7 +78,7 @@ def knn_evaluate(model: nn.Module, cfg: CfgNode, device: torch.device) -> dict[s
     return {**topk_accuracy(scores, labels), "num_train": len(bank), "num_val": len(queries)}
 
 
-def knn_monitor(trainer) -> None:
+def knn_monitor(trainer: PretrainTrainer) -> None:
     """The online monitor, called by the pretraining loop after each epoch: every
     EVAL.KNN_PERIOD epochs, kNN accuracy of the query encoder to the metrics and the log."""
     period = trainer.cfg.EVAL.KNN_PERIOD

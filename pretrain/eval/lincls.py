@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 
 from .. import distributed as du
 from ..backbone import BackboneState
@@ -66,20 +67,19 @@ def check_backbone_unchanged(model: nn.Module, reference: dict[str, torch.Tensor
         )
 
 
+def _base_lr(cfg: CfgNode) -> float:
+    return cfg.LINCLS.BASE_LR * cfg.LINCLS.BATCH_SIZE / 256
+
+
 def _optimizer(params: list[nn.Parameter], cfg: CfgNode) -> torch.optim.SGD:
     lincls = cfg.LINCLS
     return torch.optim.SGD(
-        params,
-        lr=lincls.BASE_LR * lincls.BATCH_SIZE / 256,
-        momentum=lincls.MOMENTUM,
-        weight_decay=lincls.WEIGHT_DECAY,
+        params, lr=_base_lr(cfg), momentum=lincls.MOMENTUM, weight_decay=lincls.WEIGHT_DECAY
     )
 
 
 def _set_epoch_lr(optimizer: torch.optim.Optimizer, epoch: int, cfg: CfgNode) -> float:
-    lincls = cfg.LINCLS
-    base = lincls.BASE_LR * lincls.BATCH_SIZE / 256
-    lr = lincls_lr(epoch, base, lincls.STEPS, lincls.GAMMA)
+    lr = lincls_lr(epoch, _base_lr(cfg), cfg.LINCLS.STEPS, cfg.LINCLS.GAMMA)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -90,7 +90,9 @@ def _log_epoch(epoch: int, epochs: int, loss: float, lr: float) -> None:
         logger.info("lincls: epoch %d/%d  loss %.4f  lr %.4g", epoch + 1, epochs, loss, lr)
 
 
-def train_linear_standard(model: nn.Module, train, cfg: CfgNode, device: torch.device) -> None:
+def train_linear_standard(
+    model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.device
+) -> None:
     """Train ``model.fc`` on augmented crops; the backbone runs in eval mode without gradients."""
     params = freeze_backbone(model)
     head = model.fc
