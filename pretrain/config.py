@@ -52,6 +52,8 @@ _C.INPUT.SIZE = 224
 # v1 | v2 (DESIGN §3)
 _C.INPUT.AUG = "v2"
 _C.INPUT.CROP_SCALE = (0.2, 1.0)
+# Random horizontal flip of both crops (off for data whose classes flips change: digits, text).
+_C.INPUT.HFLIP = True
 
 _C.MODEL = CfgNode()
 # resnet18 | resnet34 | resnet50 | resnet101

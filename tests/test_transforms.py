@@ -154,3 +154,19 @@ def test_eval_transform(image):
     assert torch.equal(out, transform(image))
     resized = image.resize((37, 44), Image.BILINEAR)  # short side 40 -> 37, centre crop
     assert torch.equal(out, normalize(F.center_crop(resized, [32, 32])))
+
+
+@pytest.mark.parametrize("aug", ["v1", "v2"])
+@pytest.mark.parametrize("hflip", [True, False])
+def test_hflip_switch(aug, hflip):
+    """A white-left / black-right image keeps its left side brighter in every crop unless the
+    flip is on, in which case about half the crops are mirrored."""
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[:, :16] = 255
+    cfg = get_cfg()
+    cfg.INPUT.AUG, cfg.INPUT.SIZE, cfg.INPUT.CROP_SCALE, cfg.INPUT.HFLIP = aug, 16, (1, 1), hflip
+    transform = build_pretrain_transform(cfg).base
+    torch.manual_seed(0)
+    crops = [transform(Image.fromarray(pixels)) for _ in range(40)]
+    mirrored = sum(bool(c[:, :, :8].mean() < c[:, :, 8:].mean()) for c in crops)
+    assert (10 <= mirrored <= 30) if hflip else mirrored == 0

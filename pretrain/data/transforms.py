@@ -36,29 +36,34 @@ def _to_normalized_tensor() -> list[Any]:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def moco_v1_augmentation(size: int, scale: tuple[float, float] = (0.2, 1.0)) -> T.Compose:
-    """MoCo v1: crop, grayscale (p 0.2), colour jitter 0.4 (hue too), flip."""
+def moco_v1_augmentation(
+    size: int, scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True
+) -> T.Compose:
+    """MoCo v1: crop, grayscale (p 0.2), colour jitter 0.4 (hue too), flip (unless ``hflip`` is
+    off)."""
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=scale),
             T.RandomGrayscale(p=0.2),
             T.ColorJitter(0.4, 0.4, 0.4, 0.4),
-            T.RandomHorizontalFlip(),
+            *([T.RandomHorizontalFlip()] if hflip else []),
             *_to_normalized_tensor(),
         ]
     )
 
 
-def moco_v2_augmentation(size: int, scale: tuple[float, float] = (0.2, 1.0)) -> T.Compose:
+def moco_v2_augmentation(
+    size: int, scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True
+) -> T.Compose:
     """MoCo v2: crop, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur σ 0.1-2 (p 0.5),
-    flip."""
+    flip (unless ``hflip`` is off)."""
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=scale),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
             T.RandomApply([PILGaussianBlur((0.1, 2.0))], p=0.5),
-            T.RandomHorizontalFlip(),
+            *([T.RandomHorizontalFlip()] if hflip else []),
             *_to_normalized_tensor(),
         ]
     )
@@ -78,7 +83,8 @@ class TwoCropsTransform:
 
 
 def build_pretrain_transform(cfg: CfgNode) -> TwoCropsTransform:
-    """The two-crop augmentation ``INPUT.AUG`` names, at ``INPUT.SIZE`` and ``INPUT.CROP_SCALE``."""
+    """The two-crop augmentation ``INPUT.AUG`` names, at ``INPUT.SIZE``, ``INPUT.CROP_SCALE`` and
+    ``INPUT.HFLIP``."""
     builders = {"v1": moco_v1_augmentation, "v2": moco_v2_augmentation}
     if cfg.INPUT.AUG not in builders:
         raise ValueError(f"INPUT.AUG = {cfg.INPUT.AUG!r}; expected v1 or v2")
@@ -88,7 +94,7 @@ def build_pretrain_transform(cfg: CfgNode) -> TwoCropsTransform:
             f"INPUT.CROP_SCALE = {cfg.INPUT.CROP_SCALE}; "
             "expected (min, max) with 0 < min <= max <= 1"
         )
-    return TwoCropsTransform(builders[cfg.INPUT.AUG](cfg.INPUT.SIZE, scale))
+    return TwoCropsTransform(builders[cfg.INPUT.AUG](cfg.INPUT.SIZE, scale, cfg.INPUT.HFLIP))
 
 
 def build_eval_transform(size: int) -> T.Compose:
