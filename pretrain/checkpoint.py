@@ -6,8 +6,10 @@ pickle that runs code, and weights-only unpickling refuses it.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,17 +17,25 @@ from typing import Any
 
 import torch
 
+from .engine.logging_utils import LOGGER_NAME
+
 LAST_CHECKPOINT = "checkpoint_last.pth"
+PREVIOUS_CHECKPOINT = "checkpoint_prev.pth"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
+
+logger = logging.getLogger(LOGGER_NAME)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, truncated, corrupt or not plain data."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(
+    state: dict[str, Any], path: str | Path, keep_previous: str | Path | None = None
+) -> Path:
     """Write ``state`` to ``path`` via a temporary file in the same folder, fsync, then rename:
-    a crash leaves either the previous file or the new one, never a partial file."""
+    a crash leaves either the previous file or the new one, never a partial file. With
+    ``keep_previous``, the file ``path`` held until now stays there (a hard link, else a copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -34,11 +44,34 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.is_file():
+            _keep_copy(path, Path(keep_previous))
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _keep_copy(path: Path, keep: Path) -> None:
+    """Make ``keep`` another name of ``path``'s current content, replacing ``keep`` atomically."""
+    tmp = keep.with_name(f".{keep.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # no hard links on this filesystem
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, keep)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename: the directory entry itself must reach the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -60,7 +93,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The checkpoint a ``--resume`` continues from, if the output directory has one."""
-    path = Path(output_dir) / LAST_CHECKPOINT
-    return path if path.is_file() else None
+def load_resume_checkpoint(
+    output_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable of ``checkpoint_last.pth`` and ``checkpoint_prev.pth`` (a corrupt
+    last one is reported and skipped); None when there is neither; CheckpointError when none
+    of them loads."""
+    errors = []
+    for name in (LAST_CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = Path(output_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            logger.warning("resume: %s; falling back to the previous checkpoint", err)
+            errors.append(str(err))
+    if errors:
+        raise CheckpointError(f"no usable checkpoint in {output_dir}: {'; '.join(errors)}")
+    return None

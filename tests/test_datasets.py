@@ -6,6 +6,8 @@ import hashlib
 import io
 import logging
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,14 @@ def write_bad_files(folder: Path) -> None:
     buffer = io.BytesIO()
     rgb(10, 64).save(buffer, "PNG")
     (folder / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    # A tiny PNG whose header claims 20000 x 20000 pixels: PIL's decompression-bomb guard refuses
+    # it before allocating anything.
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    huge = bytearray(buffer.getvalue())
+    huge[16:24] = struct.pack(">II", 20000, 20000)
+    huge[29:33] = struct.pack(">I", zlib.crc32(bytes(huge[12:29])))
+    (folder / "huge.png").write_bytes(bytes(huge))
 
 
 def test_undecodable_files_give_none_and_a_warning(tmp_path, caplog):
@@ -127,12 +137,14 @@ def test_undecodable_files_give_none_and_a_warning(tmp_path, caplog):
     assert sorted(bad) == [
         "bad/empty.jpg",
         "bad/garbage.png",
+        "bad/huge.png",
         "bad/truncated.jpg",
         "bad/truncated.png",
     ]
     messages = [r.getMessage() for r in caplog.records if r.name == "unimoco.data"]
-    assert len(messages) == 4
+    assert len(messages) == 5
     assert all(any(name in m for m in messages) for name in ["empty.jpg", "truncated.png"])
+    assert any("huge.png (DecompressionBombError" in m for m in messages)
 
     (tmp_path / "good" / "ok.png").unlink()  # a file that vanished after the scan
     assert dataset[dataset.sample_ids.index("good/ok.png")] is None

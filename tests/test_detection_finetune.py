@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import torch
 
 from unimoco.pretrain.model.resnet import build_resnet
 from unimoco.transfer import convert, detect
+from unimoco.transfer.trainer import PreemptionHook
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detection"
 # A few tiny images and iterations: the pipeline, not the accuracy, is under test.
@@ -153,3 +156,31 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert f"{tmp_path}/nowhere/VOC2007/Annotations does not exist" in capsys.readouterr().err
     assert detect.main([*voc, "SOLVER.MAX_ITERS", "5"]) == 1
     assert "Non-existent key: SOLVER.MAX_ITERS" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_and_resume_continues(workdir, monkeypatch):
+    """SIGTERM mid-training: detect saves model_<iter>.pth through the trainer's checkpointer,
+    exits 143, and --resume starts at the next iteration and finishes."""
+    out = workdir / "preempted"
+    opts = [*TINY, "MODEL.WEIGHTS", str(workdir / "r18.pkl"), "DATASETS.SHAPES.ROOT",
+            str(workdir / "cache"), "OUTPUT_DIR", str(out)]  # fmt: skip
+    config = ["--config-file", str(CONFIGS / "shapes_voc_R_18_C4.yaml")]
+    after_step = PreemptionHook.after_step
+
+    def signal_after_iteration_5(hook):
+        if hook.trainer.iter == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        after_step(hook)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PreemptionHook, "after_step", signal_after_iteration_5)
+        assert detect.main([*config, *opts]) == 128 + signal.SIGTERM
+    log = (out / "log.txt").read_text()
+    assert f"stopped by SIGTERM after iteration 5: checkpoint {out}/model_0000004.pth" in log
+    assert torch.load(out / "model_0000004.pth", weights_only=True)["iteration"] == 4
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000004.pth"
+    assert not (out / "final_metrics.json").exists()
+
+    assert detect.main([*config, "--resume", *opts]) == 0
+    assert "Starting training from iteration 5" in (out / "log.txt").read_text()
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 19

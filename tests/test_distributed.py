@@ -1,14 +1,21 @@
 """Two processes on gloo: all-gathered enqueue and shuffle BN against one-process references."""
 
 import copy
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
+from torch.utils.data import default_collate
 
 from unimoco.pretrain import distributed as du
+from unimoco.pretrain.checkpoint import load_checkpoint
+from unimoco.pretrain.engine.data import build_train_loader
 from unimoco.pretrain.model.unimoco import UniMoCo
 
 WORLD = 2
@@ -67,3 +74,48 @@ def test_two_process_shuffle_bn_and_enqueue(tmp_path):
         assert res["labels"][: WORLD * LOCAL_BATCH].tolist() == [0, 1, 2, 3, 10, 11, 12, 13]
         assert res["ptr"].item() == WORLD * LOCAL_BATCH
     assert torch.equal(results[0]["queue"], results[1]["queue"])
+
+
+def test_uneven_data_gives_every_rank_the_same_full_batches():
+    """37 images, 2 ranks, 4 per rank: each rank gets 37 // 8 = 4 full batches of distinct
+    images (the remainder is dropped, as MoCo does), so no rank waits in a collective for
+    another that ran out; resuming at batch 2 gives the same tail."""
+
+    def batches(rank: int, start: int) -> list[list[int]]:
+        loader = build_train_loader(list(range(37)), 4, 0, 3, start, 0, rank, 2, default_collate)
+        return [batch.tolist() for batch in loader]
+
+    full = [batches(rank, 0) for rank in range(2)]
+    assert [len(b) for b in full] == [4, 4] and all(len(x) == 4 for b in full for x in b)
+    seen = [i for b in full for x in b for i in x]
+    assert len(seen) == len(set(seen)) == 32
+    tails = [batches(rank, 2) for rank in range(2)]
+    assert tails == [b[2:] for b in full]
+
+
+def test_torchrun_restarts_a_dead_rank_and_resumes(tmp_path):
+    """Two gloo ranks on data that does not divide into global batches; rank 1 dies before step
+    6; torchrun --max-restarts 1 starts both again, and they resume from the step-4 checkpoint
+    and finish."""
+    out, marker = tmp_path / "run", tmp_path / "died"
+    opts = ["DATA.NAME", "shapes", "DATA.SHAPES.NUM_TRAIN", "100", "DATA.SHAPES.IMAGE_SIZE", "24",
+            "INPUT.SIZE", "16", "MODEL.ARCH", "resnet18", "MOCO.K", "32", "MOCO.M", "0.99",
+            "SOLVER.BATCH_SIZE", "16", "SOLVER.EPOCHS", "2", "DATA.NUM_WORKERS", "0",
+            "CHECKPOINT.PERIOD_STEPS", "2", "LOG.PERIOD", "1", "LOG.TENSORBOARD", "False",
+            "LOG.PROGRESS", "off", "OUTPUT_DIR", str(out)]  # fmt: skip
+    script = Path(__file__).with_name("_dying_pretrain.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNIMOCO_DIE_AT": "5",
+           "UNIMOCO_DIE_MARKER": str(marker)}  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", "--max-restarts", "1"]  # fmt: skip
+    done = subprocess.run([*torchrun, str(script), "--resume", *opts], env=env,
+                          capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert marker.read_text() == "rank 1 died before step 6\n"
+    log = (out / "log.txt").read_text()
+    assert "resume: no checkpoint" in log
+    assert f"resume: {out / 'checkpoint_last.pth'} at epoch 0, step 4" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and metrics["epochs_completed"] == 2  # 100 // 16 per epoch
+    assert load_checkpoint(out / "checkpoint_final.pth")["step"] == 12
+    assert not (out / "pretrain.lock").exists()

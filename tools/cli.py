@@ -12,6 +12,7 @@ import sys
 # name -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("unimoco.pretrain.engine.launch", "UniMoCo / MoCo pretraining of a ResNet"),
+    "bench": ("unimoco.pretrain.engine.bench", "pretraining img/s: data, model step, end to end"),
     "knn": ("unimoco.pretrain.eval.knn", "weighted kNN accuracy of a backbone (frozen features)"),
     "lincls": ("unimoco.pretrain.eval.lincls", "linear protocol: new fc on a frozen backbone"),
     "semisup": ("unimoco.pretrain.eval.semisup", "fine-tune the network on a labeled fraction"),

@@ -13,6 +13,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from unimoco.pretrain.engine.preemption import Preempted
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
 from unimoco.transfer.datasets import DatasetError, register_datasets
@@ -64,7 +65,8 @@ def run(args: Any) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``unimoco detect --config-file F [--num-gpus N] ... [KEY VALUE ...]``."""
+    """Run ``unimoco detect --config-file F [--num-gpus N] ... [KEY VALUE ...]``; exit status 0
+    done, 1 bad input, 128 + N stopped by signal N after a checkpoint (``--resume`` continues)."""
     parser = default_argument_parser()
     parser.prog = "unimoco detect"
     args = parser.parse_args(argv)
@@ -82,4 +84,7 @@ def main(argv: list[str]) -> int:
     except (DetectionConfigError, DatasetError) as err:
         print(f"unimoco detect: error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:
+        logger.warning(f"unimoco detect: {err}")
+        return err.exit_code
     return 0

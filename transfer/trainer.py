@@ -1,5 +1,6 @@
 """The detectron2 trainer of the detect command: the evaluator picked from the data set, precise
-BN before every evaluation (``TEST.PRECISE_BN``), weights loaded without running their code."""
+BN before every evaluation (``TEST.PRECISE_BN``), weights loaded without running their code, and
+a clean stop on SIGTERM / SIGINT with a checkpoint that ``--resume`` continues from."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from typing import Any
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from detectron2.utils import comm
 
 import unimoco.transfer.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from unimoco.pretrain.engine.preemption import Preempted, StopSignal
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.datasets import DatasetError
 from unimoco.transfer.files import write_atomic
+from unimoco.transfer.progress import ProgressHook
 
 FINAL_METRICS = "final_metrics.json"
 
@@ -51,15 +55,48 @@ def build_evaluator(cfg: CfgNode, dataset_name: str, output_dir: str | None = No
     )
 
 
+class PreemptionHook(HookBase):
+    """After each iteration: when a rank got SIGTERM / SIGINT, save ``model_<iter>.pth`` with the
+    trainer's checkpointer (as the periodic checkpointer does, so that ``--resume`` starts at the
+    next iteration) and stop with :class:`Preempted`."""
+
+    def __init__(self) -> None:
+        self.stop = StopSignal()
+
+    def before_train(self) -> None:
+        self.stop.install()
+
+    def after_train(self) -> None:
+        self.stop.restore()
+
+    def after_step(self) -> None:
+        requested = self.stop.requested
+        if comm.get_world_size() > 1:
+            requested = any(comm.all_gather(requested))
+        if not requested:
+            return
+        iteration = self.trainer.iter
+        name = f"model_{iteration:07d}"
+        self.trainer.checkpointer.save(name, iteration=iteration)
+        comm.synchronize()
+        raise Preempted(
+            self.stop.number,
+            f"stopped by {self.stop.name} after iteration {iteration + 1}: checkpoint "
+            f"{Path(self.trainer.cfg.OUTPUT_DIR) / name}.pth written; run again with --resume "
+            "to continue",
+        )
+
+
 class Trainer(DefaultTrainer):
-    """detectron2's ``DefaultTrainer`` with our evaluators and safe checkpoint loading."""
+    """detectron2's ``DefaultTrainer`` with our evaluators, safe checkpoint loading, a
+    progress bar and a clean stop on SIGTERM / SIGINT."""
 
     def build_hooks(self) -> list:
         # The checkpoint hook captures self.checkpointer: swap in the safe one first.
         self.checkpointer = SafeDetectionCheckpointer(
             self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        return super().build_hooks()
+        return [ProgressHook(), *super().build_hooks(), PreemptionHook()]
 
     @classmethod
     def build_evaluator(

@@ -280,16 +280,21 @@ def split_seed(seed: int, split: str) -> int:
 
 
 def ensure_shapes_imagefolder(
-    root: str | Path, split: str, num_images: int, size: int, seed: int
+    root: str | Path, split: str, num_images: int, size: int, seed: int, image_format: str = "png"
 ) -> Path:
     """``<root>/s{seed}-px{size}-n{num_images}/<split>/<class>/<index:06d>.png``, generated on
-    first use into a temporary sibling and renamed into place, so a folder there is complete."""
+    first use into a temporary sibling and renamed into place, so a folder there is complete.
+    ``image_format`` "jpeg" writes ``.jpg`` files (quality 90) under ``...-n{num_images}-jpeg``."""
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"shapes: image_format = {image_format!r}; expected png or jpeg")
     if num_images < len(SHAPE_CLASSES):
         raise ValueError(
             f"shapes {split}: num_images = {num_images}; expected at least "
             f"{len(SHAPE_CLASSES)} (one per class)"
         )
-    final = Path(root).expanduser() / f"s{seed}-px{size}-n{num_images}" / split
+    tag = "" if image_format == "png" else f"-{image_format}"
+    final = Path(root).expanduser() / f"s{seed}-px{size}-n{num_images}{tag}" / split
+    suffix, options = (".png", {}) if image_format == "png" else (".jpg", {"quality": 90})
 
     def fill(folder: Path) -> None:
         for name in SHAPE_CLASSES:
@@ -297,7 +302,9 @@ def ensure_shapes_imagefolder(
         stream = split_seed(seed, split)
         for index in range(num_images):
             scene = render_scene(stream, index, size)
-            scene.image.save(folder / SHAPE_CLASSES[scene.label] / f"{index:06d}.png")
+            scene.image.save(
+                folder / SHAPE_CLASSES[scene.label] / f"{index:06d}{suffix}", **options
+            )
 
     return build_folder_atomically(final, fill)
 

@@ -1,14 +1,27 @@
-"""The pretraining data loader, reproducible per sample so a resumed run sees the same crops."""
+"""The pretraining data loader, reproducible per sample so a resumed run sees the same crops.
+
+``DATA.PIPELINE`` picks how images become crops: ``cpu`` (PIL transforms in the workers) or
+``gpu`` (workers read bytes; decoding and augmentation on the training device).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
+from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from ..data.augment_params import augment_spec
 from ..data.datasets import collate_skip_bad
+from ..data.encoded import EncodedImages, collate_encoded
+from ..data.transforms import TwoCropsTransform, build_pretrain_transform
+from .gpu_pipeline import GpuAugmentedBatches
+from .preemption import ignore_stop_signals
+
+# Batches the GPU path prepares ahead of the step on CUDA.
+GPU_PREFETCH = 2
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -54,7 +67,7 @@ class ResumableSampler(Sampler[int]):
 
 
 def build_train_loader(
-    dataset: SeededAugmentation,
+    dataset: Dataset,
     batch_size: int,
     num_workers: int,
     epoch: int,
@@ -62,9 +75,11 @@ def build_train_loader(
     seed: int,
     rank: int,
     world_size: int,
+    collate_fn: Callable = collate_skip_bad,
 ) -> DataLoader:
     """Loader for one epoch from batch ``start_batch``: full batches only (MoCo drops the last)."""
-    dataset.epoch = epoch
+    if isinstance(dataset, SeededAugmentation):
+        dataset.epoch = epoch
     base = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
@@ -77,9 +92,54 @@ def build_train_loader(
         batch_size=batch_size,
         sampler=ResumableSampler(base, start_batch * batch_size),
         num_workers=num_workers,
-        collate_fn=collate_skip_bad,
+        collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
         drop_last=True,
         generator=generator,
         persistent_workers=False,
+        worker_init_fn=ignore_stop_signals,
+    )
+
+
+def train_transform(cfg: CfgNode) -> TwoCropsTransform | None:
+    """The dataset's own transform: the two PIL crops on the CPU path, none on the GPU path."""
+    return build_pretrain_transform(cfg) if cfg.DATA.PIPELINE == "cpu" else None
+
+
+def wrap_train_dataset(cfg: CfgNode, dataset: Dataset) -> Dataset:
+    """Per-sample seeded crops (CPU path) or undecoded images (GPU path)."""
+    if cfg.DATA.PIPELINE == "cpu":
+        return SeededAugmentation(dataset, cfg.SEED)
+    return EncodedImages(dataset)
+
+
+def build_epoch_batches(
+    cfg: CfgNode,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int,
+    epoch: int,
+    start_batch: int,
+    rank: int,
+    world_size: int,
+) -> Iterable[tuple[list[torch.Tensor], torch.Tensor, int]]:
+    """``([query, key], targets, num_bad)`` batches of one epoch from ``start_batch``, by the
+    pipeline ``DATA.PIPELINE`` names (``dataset`` from ``wrap_train_dataset``)."""
+    gpu = cfg.DATA.PIPELINE == "gpu"
+    workers, collate = cfg.DATA.NUM_WORKERS, collate_encoded if gpu else collate_skip_bad
+    loader = build_train_loader(
+        dataset, batch_size, workers, epoch, start_batch, cfg.SEED, rank, world_size, collate
+    )
+    if not gpu:
+        return loader
+    return GpuAugmentedBatches(
+        loader,
+        augment_spec(cfg),
+        device,
+        cfg.SEED,
+        epoch,
+        start_batch,
+        rank,
+        GPU_PREFETCH if device.type == "cuda" else 0,
+        dataset.describe,
     )

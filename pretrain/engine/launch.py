@@ -12,6 +12,10 @@ from ..config import ConfigError, load_cfg
 from ..data.datasets import DatasetError
 from ..data.label_subset import LabeledListError
 from .logging_utils import setup_logger
+from .preemption import Preempted
+from .run_lock import RunLockError, lock_on_main
+
+LOCK_FILE = "pretrain.lock"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="UniMoCo / MoCo pretraining of a ResNet. Without --config-file the defaults "
         "are MoCo v2's (R50, 224 px, K 65536, cosine lr); set DATA.ROOT to an ImageFolder. "
         "Multi-GPU: torchrun --nproc_per_node N -m unimoco.cli pretrain ...",
+        epilog="Exit status: 0 done; 1 stopped on SOLVER.MAX_NONFINITE non-finite losses in a row; "
+        "2 bad input (config, data, checkpoint) or OUTPUT_DIR in use by another run; 128 + N "
+        "stopped by signal N (SIGTERM, SIGINT) after writing a checkpoint: --resume continues.",
     )
     parser.add_argument("--config-file", default=None, metavar="FILE", help="YAML config")
     parser.add_argument(
@@ -41,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unimoco pretrain: {err}", file=sys.stderr)
         return 2
     device = du.init_from_env()
+    try:
+        lock = lock_on_main(cfg.OUTPUT_DIR, LOCK_FILE)
+    except RunLockError as err:
+        print(f"unimoco pretrain: {err}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, cfg, device)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, cfg, device) -> int:
+    """Pretrain in the locked output directory; the exit status (see the parser's epilog)."""
     logger = setup_logger(cfg.OUTPUT_DIR, du.is_main_process())
     output_dir = Path(cfg.OUTPUT_DIR)
     if du.is_main_process():
@@ -48,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         (output_dir / "config.yaml").write_text(cfg.dump())
     logger.info("config: %s", args.config_file or "(built-in MoCo v2 defaults)")
 
+    from .step_guard import NonFiniteLossError
     from .trainer import PretrainTrainer, TooManyBadImages
 
     try:
@@ -58,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, LabeledListError, CheckpointError, TooManyBadImages) as err:
         logger.error("unimoco pretrain: %s", err)
         return 2
+    except NonFiniteLossError as err:
+        logger.error("unimoco pretrain: %s", err)
+        return 1
+    except Preempted as err:
+        logger.warning("unimoco pretrain: %s", err)
+        return err.exit_code
     return 0
 
 

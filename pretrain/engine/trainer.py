@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -12,25 +11,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 
 from .. import distributed as du
 from ..checkpoint import (
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
-    last_checkpoint,
+    PREVIOUS_CHECKPOINT,
     load_checkpoint,
+    load_resume_checkpoint,
     save_checkpoint,
 )
 from ..config import ConfigError, config_hash
 from ..data.datasets import build_dataset
 from ..data.label_subset import apply_label_subset
-from ..data.transforms import build_pretrain_transform
 from ..eval.knn import knn_monitor
 from ..model.unimoco import UniMoCo
-from .data import SeededAugmentation, build_train_loader
+from .data import build_epoch_batches, train_transform, wrap_train_dataset
 from .logging_utils import LOGGER_NAME, MetricsWriter, write_json
+from .preemption import Preempted, StopSignal
 from .progress import ProgressBar
 from .schedule import build_lr_schedule
+from .step_guard import StepGuard
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -48,6 +50,7 @@ class TrainState:
     step_in_epoch: int = 0
     images_seen: int = 0
     bad_images: int = 0
+    nonfinite_steps: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -87,6 +90,8 @@ class PretrainTrainer:
         self.model = UniMoCo.from_config(cfg).to(device)
         if cfg.MODEL.CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.MODEL.COMPILE:
+            self.model.compile_encoders()
         self.base_lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BATCH_SIZE / 256
         self.optimizer = torch.optim.SGD(
             self.model.encoder_q.parameters(),
@@ -105,15 +110,17 @@ class PretrainTrainer:
             else self.model
         )
         self.use_amp = cfg.SOLVER.AMP and device.type == "cuda"
+        self.guard = StepGuard(self.model, cfg.SOLVER.MAX_NONFINITE)
+        self.stop_signal = StopSignal()
         self.state = TrainState()
         self.last_scalars: dict[str, float] = {}
 
-    def _build_dataset(self) -> SeededAugmentation:
+    def _build_dataset(self) -> Dataset:
         cfg = self.cfg
         # The main process builds first: generated data (shapes) is then written only once.
         if not du.is_main_process():
             du.barrier()
-        dataset = build_dataset(cfg, "train", build_pretrain_transform(cfg))
+        dataset = build_dataset(cfg, "train", train_transform(cfg))
         if du.is_main_process():
             du.barrier()
         targets, mask = apply_label_subset(
@@ -133,7 +140,7 @@ class PretrainTrainer:
             int(mask.sum()),
             100.0 * mask.mean() if len(mask) else 0.0,
         )
-        return SeededAugmentation(dataset, cfg.SEED)
+        return wrap_train_dataset(cfg, dataset)
 
     def _check_queue_size(self, num_images: int) -> None:
         """An image's own older keys must not sit in the queue as its negatives (DESIGN §3)."""
@@ -159,6 +166,7 @@ class PretrainTrainer:
             "step_in_epoch": self.state.step_in_epoch,
             "images_seen": self.state.images_seen,
             "bad_images": self.state.bad_images,
+            "nonfinite_steps": self.state.nonfinite_steps,
             "rng": rng,
             "arch": self.cfg.MODEL.ARCH,
             "cfg": self.cfg.dump(),
@@ -167,7 +175,9 @@ class PretrainTrainer:
 
     def save(self, name: str = LAST_CHECKPOINT) -> None:
         if du.is_main_process():
-            path = save_checkpoint(self.state_dict(), self.output_dir / name)
+            path = save_checkpoint(
+                self.state_dict(), self.output_dir / name, self.output_dir / PREVIOUS_CHECKPOINT
+            )
             logger.info("checkpoint: %s (step %d)", path, self.state.step)
         du.barrier()
 
@@ -183,12 +193,15 @@ class PretrainTrainer:
         du.barrier()
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Restore everything from ``path`` or the output dir's last checkpoint; False if none."""
-        path = Path(path) if path else last_checkpoint(self.output_dir)
-        if path is None:
+        """Restore everything from ``path`` or the output dir's last good checkpoint (the one
+        before when the last is corrupt); False if there is none."""
+        found = (
+            (Path(path), load_checkpoint(path)) if path else load_resume_checkpoint(self.output_dir)
+        )
+        if found is None:
             logger.info("resume: no checkpoint in %s, starting from scratch", self.output_dir)
             return False
-        ckpt = load_checkpoint(path, map_location="cpu")
+        path, ckpt = found
         missing = [key for key in ("model", "optimizer", "step", "rng") if key not in ckpt]
         if missing:
             raise ConfigError(f"{path} is not a pretraining checkpoint: missing {missing}")
@@ -200,6 +213,7 @@ class PretrainTrainer:
             step_in_epoch=ckpt["step_in_epoch"],
             images_seen=ckpt["images_seen"],
             bad_images=ckpt["bad_images"],
+            nonfinite_steps=ckpt.get("nonfinite_steps", 0),
         )
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
@@ -239,13 +253,20 @@ class PretrainTrainer:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.device, non_blocking=True)
+        self.guard.snapshot()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             out = self.ddp_model(im_q, im_k, labels)
+        self.guard.exchange(out["loss"], self.stop_signal.requested)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        self.optimizer.step()
-        self.model.enqueue(out["keys"], out["labels"])
-        return {name: value.detach() for name, value in out.items() if name.startswith("loss")}
+        losses = {name: value.detach() for name, value in out.items() if name.startswith("loss")}
+        if self.guard.accept(losses, self.state.step + 1):
+            self.optimizer.step()
+            self.model.enqueue(out["keys"], out["labels"])
+        else:
+            self.state.nonfinite_steps += 1
+            self.metrics.write(self.state.step + 1, {"nonfinite_steps": self.state.nonfinite_steps})
+        return losses
 
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``; checkpoints every epoch (and every PERIOD_STEPS)."""
@@ -262,6 +283,7 @@ class PretrainTrainer:
             self.base_lr,
         )
         start_time, start_step = time.perf_counter(), self.state.step
+        self.stop_signal.install()
         try:
             while self.state.step < self.total_steps:
                 self._run_epoch()
@@ -272,6 +294,7 @@ class PretrainTrainer:
                     if self.state.step < self.total_steps:
                         self.save()
         finally:
+            self.stop_signal.restore()
             self.progress.close()
             self.metrics.close()
         self.save()
@@ -282,6 +305,7 @@ class PretrainTrainer:
             "steps": self.state.step,
             "epochs_completed": self.state.epoch,
             "bad_images": self.state.bad_images,
+            "nonfinite_steps": self.state.nonfinite_steps,
             "img_per_s": (self.state.step - start_step)
             * cfg.SOLVER.BATCH_SIZE
             / max(elapsed, 1e-9),
@@ -297,13 +321,13 @@ class PretrainTrainer:
     def _run_epoch(self) -> None:
         """Steps from ``state.step_in_epoch`` to the end of the epoch (or of training)."""
         cfg = self.cfg
-        loader = build_train_loader(
+        loader = build_epoch_batches(
+            cfg,
             self.dataset,
+            self.device,
             self.local_batch,
-            cfg.DATA.NUM_WORKERS,
             self.state.epoch,
             self.state.step_in_epoch,
-            cfg.SEED,
             self.rank,
             self.world_size,
         )
@@ -320,13 +344,10 @@ class PretrainTrainer:
             self.state.images_seen += cfg.SOLVER.BATCH_SIZE
             window_images += cfg.SOLVER.BATCH_SIZE
             self.progress.update()
-            if self.state.step % cfg.LOG.PERIOD == 0 or self.state.step == self.total_steps:
+            log_step = self.state.step % cfg.LOG.PERIOD == 0 or self.state.step == self.total_steps
+            if log_step and not self.guard.consecutive:  # a skipped step was logged already
                 elapsed = time.perf_counter() - window_start
                 scalars = {name: float(value) for name, value in losses.items()}
-                if not all(math.isfinite(v) for v in scalars.values()):
-                    raise FloatingPointError(
-                        f"non-finite loss at step {self.state.step}: {scalars}"
-                    )
                 scalars.update(
                     lr=lr, img_per_s=window_images / elapsed, data_time=data_time / elapsed
                 )
@@ -337,7 +358,18 @@ class PretrainTrainer:
                 self.save()
             if self.state.step >= self.total_steps:
                 return
+            if self.guard.stop:
+                self._stop_on_signal()
             fetch_start = time.perf_counter()
+
+    def _stop_on_signal(self) -> None:
+        """Preemption: checkpoint at this step boundary, then raise :class:`Preempted`."""
+        self.save()
+        raise Preempted(
+            self.stop_signal.number,
+            f"stopped by {self.stop_signal.name} at step {self.state.step}: checkpoint "
+            f"{self.output_dir / LAST_CHECKPOINT} written; run again with --resume to continue",
+        )
 
     def _log(self, scalars: dict[str, float]) -> None:
         text = "  ".join(

@@ -1,5 +1,7 @@
 """The front end shared by ``unimoco knn | lincls | semisup``: arguments, config, backbone,
-metrics JSON and a line in the run's log; one process or torchrun."""
+metrics JSON and a line in the run's log; one process or torchrun. The output directory is
+locked against a second run of the same command; lincls and semisup checkpoint every epoch,
+stop cleanly on SIGTERM / SIGINT and continue with ``--resume``."""
 
 from __future__ import annotations
 
@@ -13,16 +15,21 @@ import torch
 from fvcore.common.config import CfgNode
 
 from .. import distributed as du
-from ..backbone import BackboneFormatError, BackboneState
+from ..backbone import BackboneFormatError
+from ..checkpoint import CheckpointError
 from ..config import ConfigError, load_cfg
 from ..data.datasets import DatasetError
 from ..data.label_subset import LabeledListError
 from ..engine.logging_utils import setup_logger, write_json
+from ..engine.preemption import Preempted, StopSignal
+from ..engine.run_lock import RunLockError, lock_on_main
 from .features import EvalError, resolve_backbone
+from .resume import EpochCheckpoint
 
-# (backbone, config, device) -> metrics with at least "top1" and "top5" (percent)
-Evaluate = Callable[[BackboneState, CfgNode, torch.device], dict]
+# (backbone, config, device[, epochs=EpochCheckpoint]) -> metrics with "top1" and "top5" (%)
+Evaluate = Callable[..., dict]
 INPUT_ERRORS = (
+    CheckpointError,
     ConfigError,
     DatasetError,
     LabeledListError,
@@ -31,13 +38,25 @@ INPUT_ERRORS = (
 )
 
 
-def build_parser(command: str, description: str) -> argparse.ArgumentParser:
+def build_parser(command: str, description: str, resumable: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"unimoco {command}",
         description=f"{description}. Reads our checkpoints, official MoCo / UniMoCo ones and "
         f"torchvision ResNet weights; writes OUTPUT_DIR/{command}_metrics.json. Multi-GPU: "
         f"torchrun --nproc_per_node N -m unimoco.cli {command} ...",
+        epilog="Exit status: 0 done; 2 bad input or OUTPUT_DIR in use by another run"
+        + (
+            "; 128 + N stopped by signal N (SIGTERM, SIGINT): --resume continues"
+            if resumable
+            else ""
+        ),
     )
+    if resumable:
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help=f"continue from OUTPUT_DIR/{command}_last.pth (written after every epoch)",
+        )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="FILE", help="backbone checkpoint (.pth)")
     source.add_argument(
@@ -54,15 +73,48 @@ def build_parser(command: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(command: str, description: str, argv: list[str] | None, evaluate: Evaluate) -> int:
-    """Parse ``argv``, load the backbone, run ``evaluate``; 2 on bad input, with its reason."""
-    args = build_parser(command, description).parse_args(argv)
+def run_command(
+    command: str,
+    description: str,
+    argv: list[str] | None,
+    evaluate: Evaluate,
+    resumable: bool = False,
+) -> int:
+    """Parse ``argv``, lock the output directory, load the backbone, run ``evaluate`` (given an
+    :class:`EpochCheckpoint` when ``resumable``); 2 on bad input, with its reason."""
+    args = build_parser(command, description, resumable).parse_args(argv)
     try:
         cfg = load_cfg(args.config_file, args.opts)
     except ConfigError as err:
         print(f"unimoco {command}: {err}", file=sys.stderr)
         return 2
     device = du.init_from_env()
+    try:
+        lock = lock_on_main(cfg.OUTPUT_DIR, f"{command}.lock")
+    except RunLockError as err:
+        print(f"unimoco {command}: {err}", file=sys.stderr)
+        return 2
+    try:
+        with StopSignal() as stop:
+            extra = {}
+            if resumable:
+                path = Path(cfg.OUTPUT_DIR) / f"{command}_last.pth"
+                extra["epochs"] = EpochCheckpoint(path, args.resume, stop, device)
+            return _evaluate(command, args, cfg, device, evaluate, extra)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate(
+    command: str,
+    args: argparse.Namespace,
+    cfg: CfgNode,
+    device: torch.device,
+    evaluate: Evaluate,
+    extra: dict,
+) -> int:
+    """The command in its locked output directory: metrics JSON and log line; the exit status."""
     logger = setup_logger(cfg.OUTPUT_DIR, du.is_main_process())
     output_dir = Path(cfg.OUTPUT_DIR)
     if du.is_main_process():
@@ -73,10 +125,13 @@ def run_command(command: str, description: str, argv: list[str] | None, evaluate
         state = resolve_backbone(args.checkpoint, cfg)
         source = args.checkpoint or "random init"
         logger.info("%s: %s from %s (%s)", command, state.arch, source, state.source_format)
-        metrics = evaluate(state, cfg, device)
+        metrics = evaluate(state, cfg, device, **extra)
     except INPUT_ERRORS as err:
         logger.error("unimoco %s: %s", command, err)
         return 2
+    except Preempted as err:
+        logger.warning("unimoco %s: %s", command, err)
+        return err.exit_code
     result = {
         **metrics,
         "checkpoint": source,

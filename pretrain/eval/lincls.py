@@ -32,6 +32,7 @@ from .data import (
 )
 from .features import HEAD_PREFIX, build_classifier, compute_outputs, pooled_features
 from .metrics import topk_accuracy
+from .resume import EpochCheckpoint
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -91,9 +92,15 @@ def _log_epoch(epoch: int, epochs: int, loss: float, lr: float) -> None:
 
 
 def train_linear_standard(
-    model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.device
+    model: nn.Module,
+    train: Dataset,
+    cfg: CfgNode,
+    device: torch.device,
+    epochs: EpochCheckpoint | None = None,
 ) -> None:
-    """Train ``model.fc`` on augmented crops; the backbone runs in eval mode without gradients."""
+    """Train ``model.fc`` on augmented crops; the backbone runs in eval mode without gradients.
+    ``epochs`` saves the head after every epoch, resumes, and stops on a signal."""
+    epochs = epochs or EpochCheckpoint()
     params = freeze_backbone(model)
     head = model.fc
     if du.get_world_size() > 1:
@@ -102,13 +109,15 @@ def train_linear_standard(
         )
     optimizer = _optimizer(params, cfg)
     model.eval()
-    for epoch in range(cfg.LINCLS.EPOCHS):
+    trained = {"fc": model.fc, "optimizer": optimizer}
+    for epoch in range(epochs.start(trained), cfg.LINCLS.EPOCHS):
         lr = _set_epoch_lr(optimizer, epoch, cfg)
         loader = build_classifier_loader(
             train, cfg.LINCLS.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.SEED, epoch, drop_last=False
         )
         total, count = 0.0, 0
         for images, targets, _ in loader:
+            epochs.check_stop(epoch)
             if not len(targets):
                 continue
             with torch.no_grad():
@@ -119,6 +128,7 @@ def train_linear_standard(
             optimizer.step()
             total, count = total + loss.item() * len(targets), count + len(targets)
         _log_epoch(epoch, cfg.LINCLS.EPOCHS, total / max(count, 1), lr)
+        epochs.end_epoch(epoch, trained)
 
 
 def train_linear_on_features(
@@ -141,9 +151,15 @@ def train_linear_on_features(
         _log_epoch(epoch, cfg.LINCLS.EPOCHS, total / len(labels), lr)
 
 
-def run_lincls(state: BackboneState, cfg: CfgNode, device: torch.device) -> dict:
+def run_lincls(
+    state: BackboneState,
+    cfg: CfgNode,
+    device: torch.device,
+    epochs: EpochCheckpoint | None = None,
+) -> dict:
     """The linear protocol in LINCLS.MODE on a loaded backbone: top-1/top-5 (%) on the held-out
-    split after training, once the backbone has been checked unchanged."""
+    split after training, once the backbone has been checked unchanged. ``epochs``: epoch
+    checkpoints and preemption of the standard mode (fast mode trains in seconds)."""
     fast = cfg.LINCLS.MODE == "fast"
     augment = None if fast else classifier_train_transform(cfg.INPUT.SIZE, cfg.LINCLS.CROP_SCALE)
     train, val, num_classes = build_eval_splits(cfg, augment)
@@ -170,7 +186,7 @@ def run_lincls(state: BackboneState, cfg: CfgNode, device: torch.device) -> dict
         with torch.no_grad():
             scores = model.fc(val_features)
     else:
-        train_linear_standard(model, train, cfg, device)
+        train_linear_standard(model, train, cfg, device, epochs)
         model.eval()
         scores, val_labels = compute_outputs(model, num_classes, val, cfg, device)
     check_backbone_unchanged(model, state.state_dict)
@@ -185,4 +201,6 @@ def run_lincls(state: BackboneState, cfg: CfgNode, device: torch.device) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     """``unimoco lincls --checkpoint C [--config-file F] [KEY VALUE ...]``."""
-    return run_command("lincls", "Linear protocol on a frozen backbone", argv, run_lincls)
+    return run_command(
+        "lincls", "Linear protocol on a frozen backbone", argv, run_lincls, resumable=True
+    )

@@ -28,6 +28,7 @@ from .commands import run_command
 from .data import build_classifier_loader, build_eval_splits, classifier_train_transform
 from .features import HEAD_PREFIX, EvalError, build_classifier, compute_outputs
 from .metrics import topk_accuracy
+from .resume import EpochCheckpoint
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -81,8 +82,16 @@ def build_optimizer(model: nn.Module, cfg: CfgNode) -> torch.optim.SGD:
     )
 
 
-def finetune(model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.device) -> None:
-    """Train every parameter of ``model`` (BN in train mode) on ``train`` for SEMISUP.EPOCHS."""
+def finetune(
+    model: nn.Module,
+    train: Dataset,
+    cfg: CfgNode,
+    device: torch.device,
+    epochs: EpochCheckpoint | None = None,
+) -> None:
+    """Train every parameter of ``model`` (BN in train mode) on ``train`` for SEMISUP.EPOCHS;
+    ``epochs`` saves the state after every epoch, resumes, and stops on a signal."""
+    epochs = epochs or EpochCheckpoint()
     optimizer = build_optimizer(model, cfg)
     net = model
     if du.get_world_size() > 1:
@@ -90,8 +99,8 @@ def finetune(model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.devic
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     model.train()
-    epochs = cfg.SEMISUP.EPOCHS
-    for epoch in range(epochs):
+    trained = {"model": model, "optimizer": optimizer}
+    for epoch in range(epochs.start(trained), cfg.SEMISUP.EPOCHS):
         factor = lr_factor(epoch, cfg)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
@@ -101,6 +110,7 @@ def finetune(model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.devic
         )
         total, count = 0.0, 0
         for images, targets, _ in loader:
+            epochs.check_stop(epoch)
             if len(targets) < 2:
                 continue
             loss = F.cross_entropy(net(images.to(device, non_blocking=True)), targets.to(device))
@@ -108,18 +118,26 @@ def finetune(model: nn.Module, train: Dataset, cfg: CfgNode, device: torch.devic
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(targets), count + len(targets)
-        if (epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs:
+        last = cfg.SEMISUP.EPOCHS
+        if (epoch + 1) % max(1, last // 10) == 0 or epoch + 1 == last:
             logger.info(
                 "semisup: epoch %d/%d  loss %.4f  lr x%.3g",
                 epoch + 1,
-                epochs,
+                last,
                 total / max(count, 1),
                 factor,
             )
+        epochs.end_epoch(epoch, trained)
 
 
-def run_semisup(state: BackboneState, cfg: CfgNode, device: torch.device) -> dict:
-    """Fine-tune a loaded backbone with a new head on the labeled subset; top-1/top-5 (%)."""
+def run_semisup(
+    state: BackboneState,
+    cfg: CfgNode,
+    device: torch.device,
+    epochs: EpochCheckpoint | None = None,
+) -> dict:
+    """Fine-tune a loaded backbone with a new head on the labeled subset; top-1/top-5 (%).
+    ``epochs``: epoch checkpoints, ``--resume`` and preemption."""
     augment = classifier_train_transform(cfg.INPUT.SIZE, cfg.SEMISUP.CROP_SCALE)
     train, val, num_classes = build_eval_splits(cfg, augment)
     subset = finetune_subset(train, cfg)
@@ -136,7 +154,7 @@ def run_semisup(state: BackboneState, cfg: CfgNode, device: torch.device) -> dic
         cfg.SEMISUP.EPOCHS,
     )
     model = build_classifier(state, num_classes).to(device)
-    finetune(model, Subset(train, subset.tolist()), cfg, device)
+    finetune(model, Subset(train, subset.tolist()), cfg, device, epochs)
     model.eval()
     scores, labels = compute_outputs(model, num_classes, val, cfg, device)
     return {
@@ -150,5 +168,9 @@ def run_semisup(state: BackboneState, cfg: CfgNode, device: torch.device) -> dic
 def main(argv: list[str] | None = None) -> int:
     """``unimoco semisup --checkpoint C [--config-file F] [KEY VALUE ...]``."""
     return run_command(
-        "semisup", "Semi-supervised fine-tuning on a labeled fraction", argv, run_semisup
+        "semisup",
+        "Semi-supervised fine-tuning on a labeled fraction",
+        argv,
+        run_semisup,
+        resumable=True,
     )

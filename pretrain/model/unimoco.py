@@ -101,6 +101,11 @@ class UniMoCo(nn.Module):
         torch._foreach_mul_(params_k, self.momentum)
         torch._foreach_add_(params_k, params_q, alpha=1.0 - self.momentum)
 
+    def compile_encoders(self, **options) -> None:
+        """``torch.compile`` both encoders in place; parameter and state-dict names stay."""
+        self.encoder_q.compile(**options)
+        self.encoder_k.compile(**options)
+
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
         """Gather the keys and labels of every rank and write them over the oldest entries."""

@@ -1,0 +1,78 @@
+"""``unimoco bench`` on the CPU with tiny settings: it runs in seconds and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unimoco.cli import main as cli_main
+from unimoco.pretrain.config import load_cfg
+from unimoco.pretrain.engine.bench import format_report, run_bench
+from unimoco.pretrain.engine.flops import encoder_macs
+
+TINY = [
+    "MODEL.ARCH", "resnet18",
+    "INPUT.SIZE", "32",
+    "SOLVER.BATCH_SIZE", "8",
+    "MOCO.K", "16",
+    "MOCO.BN_SPLITS", "2",
+    "DATA.NUM_WORKERS", "0",
+    "DATA.LABEL_RATIO", "0.5",
+    "BENCH.NUM_IMAGES", "24",
+    "BENCH.IMAGE_SIZE", "40",
+    "BENCH.WARMUP_STEPS", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_command_writes_its_json(tmp_path, capsys):
+    """The GPU data path on CPU tensors, timed on a generated JPEG folder: every phase has its
+    img/s, the end-to-end phase its data wait, memory is the process RSS, no MFU without a peak,
+    and the profiled step has no host synchronisation."""
+    out, trace = tmp_path / "bench.json", tmp_path / "trace.json"
+    argv = ["bench", "--steps", "2", "--out", str(out), "--trace", str(trace), *TINY]
+    assert cli_main([*argv, "DATA.PIPELINE", "gpu"]) == 0
+    result = json.loads(out.read_text())
+    for phase in ("data", "step", "end_to_end"):
+        assert result[phase]["img_per_s"] > 0 and result[phase]["seconds"] > 0
+    assert 0 <= result["end_to_end"]["data_wait_fraction"] <= 1
+    assert result["end_to_end"]["bad_images"] == 0
+    assert result["step"]["peak_memory_gib"] > 0 and result["memory"] == "process peak RSS"
+    assert result["peak_tflops"] is None and result["step"]["mfu"] is None
+    cfg = load_cfg(None, TINY)
+    assert result["flops_per_image"] == 2 * 4 * encoder_macs(cfg)
+    settings = result["settings"]
+    assert settings["pipeline"] == "gpu" and settings["arch"] == "resnet18"
+    assert settings["images"] == 24 and settings["data_root"].endswith("-jpeg/train")
+    assert result["host_syncs_per_step"] == {}
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert "end-to-end" in capsys.readouterr().out
+
+
+def test_bench_reports_mfu_against_a_given_peak():
+    """With BENCH.PEAK_TFLOPS the utilisation is flops per image x img/s / peak (CPU path)."""
+    cfg = load_cfg(None, [*TINY, "BENCH.PEAK_TFLOPS", "0.5"])
+    result = run_bench(cfg, torch.device("cpu"), steps=1)
+    assert result["settings"]["pipeline"] == "cpu" and result["host_syncs_per_step"] is None
+    for phase in ("step", "end_to_end"):
+        expected = result["flops_per_image"] * result[phase]["img_per_s"] / 0.5e12
+        assert result[phase]["mfu"] == pytest.approx(expected)
+    assert "MFU" in format_report(result)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--steps", "0"], ["BENCH.PEAK_TFLOPS", "-1"], ["BENCH.NUM_IMAGES", "5"]]
+)
+def test_bench_rejects_bad_settings(argv, capsys):
+    assert cli_main(["bench", *argv]) == 2
+    assert "unimoco bench:" in capsys.readouterr().err

@@ -1,0 +1,186 @@
+"""The GPU data path on CPU tensors: which files go to the batched JPEG decoder, the PIL fallback
+for the rest, bad files skipped and counted, seeded batches, and pretraining steps end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from unimoco.cli import main as cli_main
+from unimoco.pretrain.config import ConfigError, load_cfg
+from unimoco.pretrain.data.augment_params import AugmentSpec
+from unimoco.pretrain.data.datasets import ImageListDataset, load_rgb
+from unimoco.pretrain.data.encoded import (
+    EncodedImages,
+    batch_decodable,
+    collate_encoded,
+    decode_batch,
+)
+from unimoco.pretrain.data.shapes import ensure_shapes_imagefolder
+from unimoco.pretrain.engine.gpu_pipeline import GpuAugmentedBatches
+from unimoco.pretrain.model.unimoco import UniMoCo
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _rgb(seed: int = 0, size: tuple[int, int] = (40, 30)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """One class folder holding every kind of file the decoders must cope with."""
+    folder = tmp_path / "data" / "things"
+    folder.mkdir(parents=True)
+    rgb_jpeg = _encode(_rgb(0), "JPEG", quality=90)
+    files = {
+        "a_rgb.jpg": rgb_jpeg,
+        "b_progressive.jpg": _encode(_rgb(1), "JPEG", progressive=True),
+        "c_gray.jpg": _encode(_rgb(2).convert("L"), "JPEG"),
+        "d_cmyk.jpg": _encode(_rgb(3).convert("CMYK"), "JPEG"),
+        "e_image.png": _encode(_rgb(4), "PNG"),
+        "f_not_an_image.jpg": b"definitely not an image" * 10,
+        "g_truncated.jpg": rgb_jpeg[: len(rgb_jpeg) // 3],
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return tmp_path / "data"
+
+
+def test_only_plain_rgb_jpegs_go_to_the_batched_decoder():
+    assert batch_decodable(_encode(_rgb(), "JPEG"))
+    assert batch_decodable(_encode(_rgb(), "JPEG", progressive=True))
+    assert not batch_decodable(_encode(_rgb().convert("L"), "JPEG"))
+    assert not batch_decodable(_encode(_rgb().convert("CMYK"), "JPEG"))
+    assert not batch_decodable(_encode(_rgb(), "PNG"))
+    assert not batch_decodable(b"\xff\xd8\xff")
+    assert not batch_decodable(b"")
+
+
+def test_fallbacks_decode_or_skip_every_kind_of_file(mixed_folder):
+    """PNG, grey and CMYK JPEGs are decoded by PIL in the worker (as the CPU path would); the
+    unreadable and the truncated files are skipped and counted; nothing raises."""
+    dataset = EncodedImages(ImageListDataset.from_folder(mixed_folder))
+    items = [dataset[i] for i in range(len(dataset))]
+    names = [Path(path).name for path, _ in dataset.dataset.samples]
+    kinds = {name: (None if item is None else item.encoded) for name, item in zip(names, items)}
+    assert kinds == {
+        "a_rgb.jpg": True,
+        "b_progressive.jpg": True,
+        "c_gray.jpg": False,
+        "d_cmyk.jpg": False,
+        "e_image.png": False,
+        "f_not_an_image.jpg": None,
+        "g_truncated.jpg": True,  # its header is fine: the decoder finds the damage
+    }
+    for name, item in zip(names, items):
+        if item is not None and not item.encoded:
+            expected = np.asarray(load_rgb(mixed_folder / "things" / name)).transpose(2, 0, 1)
+            assert torch.equal(item.payload, torch.from_numpy(expected.copy()))
+
+    batch = collate_encoded(items)
+    assert batch.num_bad == 1 and len(batch.payloads) == 6
+    images, keep = decode_batch(batch, CPU, dataset.describe)
+    assert keep.tolist() == [0, 1, 2, 3, 4]  # the truncated JPEG is dropped
+    assert all(image.dtype == torch.uint8 and image.shape == (3, 30, 40) for image in images)
+    pil = np.asarray(load_rgb(mixed_folder / "things" / "a_rgb.jpg")).transpose(2, 0, 1)
+    difference = (images[0].int() - torch.from_numpy(pil.copy()).int()).abs()
+    assert difference.float().mean() < 1.0  # same libjpeg family; IDCT rounding may differ
+
+
+def _loader(folder: Path, batch_size: int) -> tuple[DataLoader, EncodedImages]:
+    dataset = EncodedImages(ImageListDataset.from_folder(folder))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_encoded)
+    return loader, dataset
+
+
+def test_batches_are_seeded_and_count_bad_images(mixed_folder):
+    """The views are a function of (seed, epoch, batch, rank), with or without the prefetch
+    thread; bad images leave the batch and are counted."""
+    loader, dataset = _loader(mixed_folder, 7)
+    spec = AugmentSpec(16)
+
+    def run(prefetch: int, seed: int = 0):
+        batches = GpuAugmentedBatches(loader, spec, CPU, seed, 0, 0, 0, prefetch, dataset.describe)
+        return list(batches)
+
+    ((views, targets, num_bad),) = run(0)
+    assert num_bad == 2 and targets.tolist() == [0] * 5
+    assert views[0].shape == views[1].shape == (5, 3, 16, 16)
+    ((threaded, _, _),) = run(1)
+    assert all(torch.equal(a, b) for a, b in zip(views, threaded))
+    ((other_seed, _, _),) = run(0, seed=1)
+    assert not torch.equal(views[0], other_seed[0])
+
+
+def test_prefetch_thread_reraises_and_stops(mixed_folder):
+    """An error in the worker thread reaches the consumer; stopping early ends the thread."""
+    loader, _ = _loader(mixed_folder, 2)
+
+    class Broken(GpuAugmentedBatches):
+        def prepare(self, batch, number):
+            if number == 1:
+                raise RuntimeError("boom")
+            return super().prepare(batch, number)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        list(Broken(loader, AugmentSpec(16), CPU, 0, 0, 0, 0, 1))
+    batches = iter(GpuAugmentedBatches(loader, AugmentSpec(16), CPU, 0, 0, 0, 0, 1))
+    next(batches)
+    batches.close()
+
+
+def test_pipeline_key_is_validated():
+    with pytest.raises(ConfigError, match="DATA.PIPELINE"):
+        load_cfg(None, ["DATA.PIPELINE", "dali"])
+
+
+def test_gpu_pipeline_pretrains_on_cpu(tmp_path):
+    """Two pretraining steps through the GPU path on a JPEG folder, on CPU tensors."""
+    root = ensure_shapes_imagefolder(tmp_path / "jpeg", "train", 64, 40, 0, image_format="jpeg")
+    out = tmp_path / "run"
+    opts = ["DATA.ROOT", str(root), "DATA.PIPELINE", "gpu", "INPUT.SIZE", "32",
+            "MODEL.ARCH", "resnet18", "MOCO.K", "32", "MOCO.BN_SPLITS", "2",
+            "SOLVER.BATCH_SIZE", "16", "SOLVER.MAX_STEPS", "2", "DATA.NUM_WORKERS", "1",
+            "DATA.LABEL_RATIO", "0.5", "LOG.PERIOD", "1", "LOG.TENSORBOARD", "False",
+            "OUTPUT_DIR", str(out)]  # fmt: skip
+    assert cli_main(["pretrain", *opts]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["bad_images"] == 0
+    assert np.isfinite(metrics["loss"])
+
+
+def test_compile_encoders_keeps_the_state_dict():
+    """MODEL.COMPILE compiles in place: checkpoints keep their names and the model still runs
+    (the eager backend stands in for inductor to keep the test fast)."""
+    model = UniMoCo("resnet18", queue_size=16, bn_splits=2)
+    names = set(model.state_dict())
+    model.compile_encoders(backend="eager")
+    assert set(model.state_dict()) == names
+    images = torch.randn(4, 3, 32, 32)
+    out = model(images, images.clone())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
