@@ -7,7 +7,7 @@ install:
 	bash tools/install.sh
 
 demo: install
-	$(PY) -m unimoco.cli pretrain --config-file configs/pretrain/shapes_demo.yaml
+	$(PY) -m unimoco.cli pipeline --config-file configs/pipeline/shapes_demo.yaml
 
 test: install
 	$(PY) -m ruff check .

@@ -1,13 +1,19 @@
 """unimoco: UniMoCo pretraining of ResNet backbones and their transfer to detectron2.
 
 The source folders are mapped onto namespaced import names (``pretrain/`` -> ``unimoco.pretrain``,
-``transfer/`` -> ``unimoco.transfer``, ``tools/`` -> ``unimoco``), the way detectron2 maps its
-``projects/``, so that nothing collides with the ``pretrain.py`` files in users' own trees.
+``transfer/`` -> ``unimoco.transfer``, ``pipeline/`` -> ``unimoco.pipeline``, ``tools/`` ->
+``unimoco``), the way detectron2 maps its ``projects/``, so that nothing collides with the
+``pretrain.py`` files in users' own trees.
 """
 
 from setuptools import find_packages, setup
 
-PACKAGE_ROOTS = {"unimoco": "tools", "unimoco.pretrain": "pretrain", "unimoco.transfer": "transfer"}
+PACKAGE_ROOTS = {
+    "unimoco": "tools",
+    "unimoco.pretrain": "pretrain",
+    "unimoco.transfer": "transfer",
+    "unimoco.pipeline": "pipeline",
+}
 
 
 def _packages() -> list[str]:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "semisup": ("unimoco.pretrain.eval.semisup", "fine-tune the network on a labeled fraction"),
     "convert": ("unimoco.transfer.convert", "backbone checkpoint -> detectron2 / torchvision"),
     "detect": ("unimoco.transfer.detect", "fine-tune and evaluate a detectron2 detector"),
+    "pipeline": ("unimoco.pipeline.command", "pretrain -> evaluate -> convert -> detect -> report"),
 }
 
 

@@ -1,0 +1,1 @@
+"""``unimoco pipeline``: pretrain -> evaluate -> convert -> detect -> report, in one folder."""

@@ -1,0 +1,1 @@
+"""The pipeline's report: results gathered from the jobs' folders, plots, Markdown and HTML."""

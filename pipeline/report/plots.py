@@ -1,0 +1,74 @@
+"""The report's PNG plots (matplotlib, no display needed): pretraining loss and lr over steps,
+kNN accuracy over epochs, detection AP per backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .results import BACKBONE_LABELS, Results  # noqa: E402
+
+_DPI = 100
+_COLOURS = {"pretrained": "#1f77b4", "random": "#7f7f7f", "supervised": "#ff7f0e"}
+
+
+def plot_training(results: Results, path: Path) -> Path | None:
+    """Loss and lr of the pretraining run against the step; None without any logged step."""
+    rows = [row for row in results.history if "loss" in row]
+    if not rows:
+        return None
+    steps = [row["step"] for row in rows]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=_DPI)
+    ax_loss.plot(steps, [row["loss"] for row in rows], color=_COLOURS["pretrained"])
+    ax_loss.set(title="pretraining loss", xlabel="step", ylabel="loss")
+    ax_lr.plot(steps, [row["lr"] for row in rows], color="#2ca02c")
+    ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
+    return _save(fig, path)
+
+
+def plot_knn(results: Results, path: Path) -> Path | None:
+    """kNN top-1 of the monitor during pretraining against the epoch; None if it did not run."""
+    rows = [row for row in results.history if "knn_top1" in row]
+    if not rows:
+        return None
+    epochs = [row["step"] / max(results.steps_per_epoch, 1) for row in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=_DPI)
+    ax.plot(epochs, [row["knn_top1"] for row in rows], marker="o", color=_COLOURS["pretrained"])
+    ax.set(title="kNN monitor during pretraining", xlabel="epoch", ylabel="top-1 (%)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_detection(results: Results, path: Path) -> Path:
+    """Grouped bars: AP / AP50 / AP75 (per task) for each backbone, values written on the bars."""
+    metrics = [
+        (task, metric)
+        for task, values in results.detection[results.backbones[0]].items()
+        for metric in values
+    ]
+    width = 0.8 / len(results.backbones)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(metrics) + 2), 3.4), dpi=_DPI)
+    for i, name in enumerate(results.backbones):
+        values = [results.detection[name][task][metric] or 0.0 for task, metric in metrics]
+        xs = [m + (i - (len(results.backbones) - 1) / 2) * width for m in range(len(metrics))]
+        bars = ax.bar(xs, values, width, label=BACKBONE_LABELS[name], color=_COLOURS[name])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+    prefix = len({task for task, _ in metrics}) > 1
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([f"{task} {m}" if prefix else m for task, m in metrics])
+    ax.set(title=f"detection on {results.detection_dataset}", ylabel="AP (%)")
+    ax.margins(y=0.15)
+    ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
