@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from unimoco.cli import main as cli_main
+from unimoco.pretrain.backbone import load_backbone_state
 from unimoco.pretrain.config import ConfigError, load_cfg
 from unimoco.pretrain.data.datasets import build_dataset
 from unimoco.pretrain.data.digits import DIGIT_CLASSES, DigitsDataset, digits_split
 from unimoco.pretrain.data.label_subset import apply_label_subset
+from unimoco.pretrain.eval.features import build_backbone
+from unimoco.pretrain.eval.knn import knn_evaluate
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "digits_r18.yaml"
+CPU = torch.device("cpu")
+MARGIN = 5.0  # kNN top-1 points gained from epoch 5 to 30 (7-16 measured over three seeds)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
 
 
 def test_split_is_fixed_stratified_and_disjoint():
@@ -62,3 +75,27 @@ def test_config_builds_both_splits_and_label_subsets_apply():
 def test_bad_digits_options_name_the_key(key, value):
     with pytest.raises(ConfigError, match=r"DATA.DIGITS = .*expected SIZE >= 8"):
         load_cfg(None, ["DATA.NAME", "digits", key, value])
+
+
+@pytest.mark.slow
+def test_moco_pretraining_on_digits_learns(tmp_path):
+    """The digits recipe learns: the online kNN monitor rises by more than 5 points from epoch 5
+    to the end (65-74 % -> 81-90 % over three seeds measured), and the offline kNN of the final
+    checkpoint equals the monitor's last value. Beating the random-init encoder (78-81 %) is in
+    docs/benchmarks.md, not here: seeds 1 and 2 beat it by only 0-3 points."""
+    out = tmp_path / "moco"
+    opts = ["OUTPUT_DIR", str(out), "LOSS.NAME", "infonce", "DATA.NUM_WORKERS", "0"]
+    quiet = ["LOG.PROGRESS", "off", "LOG.TENSORBOARD", "False"]
+    assert cli_main(["pretrain", "--config-file", str(CONFIG), *quiet, *opts]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    monitored = [row for row in rows if "knn_top1" in row]
+    steps_per_epoch = 1437 // 64
+    assert [row["step"] for row in monitored] == [e * steps_per_epoch for e in range(5, 31, 5)]
+    assert monitored[-1]["knn_top1"] > monitored[0]["knn_top1"] + MARGIN, monitored
+    assert "kNN top-1" in (out / "log.txt").read_text()
+
+    cfg = load_cfg(str(CONFIG), ["DATA.NUM_WORKERS", "0"])
+    offline = knn_evaluate(
+        build_backbone(load_backbone_state(out / "checkpoint_final.pth")), cfg, CPU
+    )
+    assert offline["top1"] == pytest.approx(monitored[-1]["knn_top1"])
