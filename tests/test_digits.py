@@ -78,6 +78,7 @@ def test_bad_digits_options_name_the_key(key, value):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # about 3.5 min on 2 free cores; much longer on shared ones
 def test_moco_pretraining_on_digits_learns(tmp_path):
     """The digits recipe learns: the online kNN monitor rises by more than 5 points from epoch 5
     to the end (65-74 % -> 81-90 % over three seeds measured), and the offline kNN of the final
