@@ -1,10 +1,12 @@
-"""Shared fixtures: no test writes to the user's cache."""
+"""Shared fixtures: no test writes to the user's cache; ``one_thread`` for the tests that
+opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +17,12 @@ def unimoco_cache(
     cache = tmp_path_factory.mktemp("unimoco_cache")
     monkeypatch.setenv("UNIMOCO_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

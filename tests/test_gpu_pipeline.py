@@ -28,15 +28,7 @@ from unimoco.pretrain.engine.gpu_pipeline import GpuAugmentedBatches
 from unimoco.pretrain.model.unimoco import UniMoCo
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
