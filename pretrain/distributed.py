@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 
 import torch
@@ -35,10 +36,42 @@ def init_from_env() -> torch.device:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+        timeout = timedelta(minutes=30)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo",
+            store=_attempt_store(store),
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
+        )
     if use_cuda:
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def _attempt_store(store: dist.Store) -> dist.Store:
+    """The store the process group is built on: one namespace per torchrun attempt.
+
+    torchrun shares its rendezvous store with the workers and keeps it across restarts, so a
+    restarted rank can read the previous attempt's gloo/NCCL addresses and fail to connect
+    (pytorch/pytorch#135712). On one node the restart count is the same for every rank and
+    namespaces the keys; across nodes it is counted per node, so there the fix is
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 on torchrun's side (a warning says so).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return store
+    if os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE"):
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return dist.PrefixStore(f"unimoco/attempt_{attempt}", store)
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and os.environ.get("RANK") == "0":
+        warnings.warn(
+            "torchrun --max-restarts across several nodes with a shared rendezvous store: "
+            "restarted ranks may read the previous attempt's addresses and fail to connect "
+            "(pytorch/pytorch#135712); launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+            stacklevel=2,
+        )
+    return store
 
 
 @torch.no_grad()
