@@ -21,6 +21,9 @@ from unimoco.pretrain.model.unimoco import UniMoCo
 
 WORLD = 2
 LOCAL_BATCH = 4
+# Two local ranks under torchrun, which starts both again once after a failure.
+TORCHRUN_RESTART_ONCE = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                         "--nproc-per-node", "2", "--max-restarts", "1"]  # fmt: skip
 
 
 def _model() -> UniMoCo:
@@ -107,9 +110,7 @@ def test_torchrun_restarts_a_dead_rank_and_resumes(tmp_path):
     script = Path(__file__).with_name("_dying_pretrain.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UNIMOCO_DIE_AT": "5",
            "UNIMOCO_DIE_MARKER": str(marker)}  # fmt: skip
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2", "--max-restarts", "1"]  # fmt: skip
-    done = subprocess.run([*torchrun, str(script), "--resume", *opts], env=env,
+    done = subprocess.run([*TORCHRUN_RESTART_ONCE, str(script), "--resume", *opts], env=env,
                           capture_output=True, text=True, timeout=400)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert marker.read_text() == "rank 1 died before step 6\n"
@@ -123,7 +124,7 @@ def test_torchrun_restarts_a_dead_rank_and_resumes(tmp_path):
 
 
 _DIE_IN_A_COLLECTIVE = """
-import os, sys, time, torch, torch.distributed as dist
+import os, time, torch
 from unimoco.pretrain import distributed as du
 attempt, rank = os.environ["TORCHELASTIC_RESTART_COUNT"], int(os.environ["RANK"])
 if attempt == "1" and rank == 1:
@@ -142,11 +143,9 @@ def test_torchrun_restart_does_not_read_the_dead_attempts_addresses(tmp_path):
     rank 0 connects to the dead rank 1's gloo address and the restart fails (pytorch#135712)."""
     script = tmp_path / "die_in_a_collective.py"
     script.write_text(_DIE_IN_A_COLLECTIVE)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc-per-node", "2", "--max-restarts", "1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [*torchrun, str(script)], env=env, capture_output=True, text=True, timeout=300
+        [*TORCHRUN_RESTART_ONCE, str(script)], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert sorted(line for line in done.stdout.splitlines() if "finished" in line) == [
