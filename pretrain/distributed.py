@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from datetime import timedelta
@@ -45,9 +46,18 @@ def init_from_env() -> torch.device:
             world_size=world_size,
             timeout=timeout,
         )
+        # Tear the group down before the interpreter does: a rank that exits with gloo's
+        # threads still up aborts ("terminate called without an active exception", SIGABRT),
+        # and torchrun then reports a finished run as failed.
+        atexit.register(_destroy_process_group)
     if use_cuda:
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def _destroy_process_group() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
 
 
 def _attempt_store(store: dist.Store) -> dist.Store:
