@@ -80,6 +80,10 @@ _C.MOCO.T = 0.2
 # sub-batches with an in-batch shuffle of the keys (split BN); 1 turns it off.
 _C.MOCO.SHUFFLE_BN = True
 _C.MOCO.BN_SPLITS = 8
+# Leave queue entries that hold no key yet out of the loss. MoCo counts its random initial
+# entries as negatives; on short schedules from scratch that teaches the encoder to map every
+# image to one point, which it never leaves (docs/benchmarks.md, "Shapes demo").
+_C.MOCO.MASK_EMPTY_QUEUE = False
 
 _C.LOSS = CfgNode()
 # unicon (positives: own key + queued keys of the same label) | infonce (MoCo)
@@ -97,6 +101,9 @@ _C.SOLVER.EPOCHS = 200
 _C.SOLVER.BATCH_SIZE = 256
 # Learning rate per 256 images; the lr in force is BASE_LR * BATCH_SIZE / 256.
 _C.SOLVER.BASE_LR = 0.03
+# sgd (MoCo v1/v2) | adamw (MoCo v3; BASE_LR is then AdamW's lr per 256 images)
+_C.SOLVER.OPTIMIZER = "sgd"
+# SGD's momentum (unused by AdamW).
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 # cosine | step
@@ -224,6 +231,7 @@ def validate_cfg(cfg: CfgNode) -> None:
         "MODEL.HEAD": ("fc", "mlp"),
         "LOSS.NAME": ("unicon", "infonce"),
         "SOLVER.SCHEDULE": ("cosine", "step"),
+        "SOLVER.OPTIMIZER": ("sgd", "adamw"),
         "LOG.PROGRESS": ("auto", "on", "off"),
         "LINCLS.MODE": ("standard", "fast"),
         "SEMISUP.SCHEDULE": ("cosine", "step"),

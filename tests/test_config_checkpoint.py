@@ -9,6 +9,7 @@ import torch
 
 from unimoco.pretrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from unimoco.pretrain.config import ConfigError, get_cfg, load_cfg
+from unimoco.pretrain.engine.optim import build_optimizer
 from unimoco.pretrain.engine.schedule import build_lr_schedule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
@@ -59,6 +60,19 @@ def test_overrides_and_their_errors(tmp_path):
         load_cfg(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_cfg(str(tmp_path / "missing.yaml"))
+
+
+def test_optimizer_choice_and_its_hyperparameters():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    sgd = build_optimizer(load_cfg(None, ["SOLVER.MOMENTUM", "0.8"]), params, lr=0.5)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.8 and sgd.defaults["weight_decay"] == 1e-4
+    cfg = load_cfg(None, ["SOLVER.OPTIMIZER", "adamw", "SOLVER.WEIGHT_DECAY", "0.05"])
+    adamw = build_optimizer(cfg, params, lr=0.001)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"]) == (0.001, 0.05)
+    with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER = 'lars'"):
+        load_cfg(None, ["SOLVER.OPTIMIZER", "lars"])
 
 
 def test_step_schedule_with_warmup_steps_at_the_right_epochs():

@@ -134,3 +134,42 @@ def test_co2_gradient_reaches_query_encoder_not_key():
     loss.backward()
     assert encoder.weight.grad is not None and encoder.weight.grad.abs().sum() > 0
     assert k.grad is None
+
+
+def _filled_mask(size: int, seed: int) -> torch.Tensor:
+    filled = torch.rand(size, generator=torch.Generator().manual_seed(seed)) < 0.6
+    filled[0] = True
+    return filled
+
+
+def test_masked_losses_equal_the_losses_over_the_filled_entries_only():
+    """Leaving entries out with ``filled`` is the same as deleting them from the queue."""
+    q, k, queue = _normalized(6, 8), _normalized(6, 8, seed=1), _normalized(30, 8, seed=2)
+    labels = torch.tensor([0, 1, -1, 2, 0, 1])
+    queue_labels = torch.randint(-1, 3, (30,), generator=torch.Generator().manual_seed(4))
+    filled = _filled_mask(30, seed=5)
+    kept, kept_labels = queue[filled], queue_labels[filled]
+    torch.testing.assert_close(
+        losses.info_nce(q, k, queue, 0.2, filled), losses.info_nce(q, k, kept, 0.2)
+    )
+    torch.testing.assert_close(
+        losses.unicon(q, k, queue, labels, queue_labels, 0.2, filled),
+        losses.unicon(q, k, kept, labels, kept_labels, 0.2),
+    )
+    torch.testing.assert_close(losses.co2(q, k, queue, 0.05, filled), losses.co2(q, k, kept, 0.05))
+
+
+def test_masked_losses_on_an_empty_queue_are_zero_with_finite_gradients():
+    """The first step of a run that masks the empty queue: only the positive is left."""
+    q = _normalized(3, 8, dtype=torch.float32).requires_grad_()
+    k, queue = _normalized(3, 8, seed=1, dtype=torch.float32), _normalized(10, 8, seed=2)
+    empty = torch.zeros(10, dtype=torch.bool)
+    labels, queue_labels = torch.tensor([0, -1, 1]), torch.zeros(10, dtype=torch.long)
+    total = (
+        losses.info_nce(q, k, queue.float(), 0.2, empty)
+        + losses.unicon(q, k, queue.float(), labels, queue_labels, 0.2, empty)
+        + losses.co2(q, k, queue.float(), 0.05, empty)
+    )
+    total.backward()
+    assert total.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(q.grad).all()

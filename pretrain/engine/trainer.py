@@ -1,4 +1,4 @@
-"""The pretraining loop: SGD on the query encoder, lr schedule, AMP, checkpoints, logs."""
+"""The pretraining loop: SGD or AdamW on the query encoder, lr schedule, AMP, checkpoints, logs."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from ..eval.knn import knn_monitor
 from ..model.unimoco import UniMoCo
 from .data import build_epoch_batches, train_transform, wrap_train_dataset
 from .logging_utils import LOGGER_NAME, MetricsWriter, write_json
+from .optim import build_optimizer
 from .preemption import Preempted, StopSignal
 from .progress import ProgressBar
 from .schedule import build_lr_schedule
@@ -93,12 +94,7 @@ class PretrainTrainer:
         if cfg.MODEL.COMPILE:
             self.model.compile_encoders()
         self.base_lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BATCH_SIZE / 256
-        self.optimizer = torch.optim.SGD(
-            self.model.encoder_q.parameters(),
-            lr=self.base_lr,
-            momentum=cfg.SOLVER.MOMENTUM,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        )
+        self.optimizer = build_optimizer(cfg, self.model.encoder_q.parameters(), self.base_lr)
         self.schedule = build_lr_schedule(cfg, self.steps_per_epoch)
         self.ddp_model = (
             DistributedDataParallel(
