@@ -80,10 +80,6 @@ _C.MOCO.T = 0.2
 # sub-batches with an in-batch shuffle of the keys (split BN); 1 turns it off.
 _C.MOCO.SHUFFLE_BN = True
 _C.MOCO.BN_SPLITS = 8
-# Leave queue entries that hold no key yet out of the loss. MoCo counts its random initial
-# entries as negatives; on short schedules from scratch that teaches the encoder to map every
-# image to one point, which it never leaves (docs/benchmarks.md, "Shapes demo").
-_C.MOCO.MASK_EMPTY_QUEUE = False
 
 _C.LOSS = CfgNode()
 # unicon (positives: own key + queued keys of the same label) | infonce (MoCo)

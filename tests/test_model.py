@@ -5,11 +5,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from unimoco.pretrain.losses import unicon
 from unimoco.pretrain.model.split_bn import SplitBatchNorm2d, convert_to_split_bn
-from unimoco.pretrain.model.unimoco import EMPTY_QUEUE_LABEL, UniMoCo, build_encoder
+from unimoco.pretrain.model.unimoco import UniMoCo, build_encoder
 
 
 def _tiny(**kwargs) -> UniMoCo:
@@ -142,25 +140,3 @@ def test_infonce_model_ignores_labels():
     torch.manual_seed(5)
     b = model2(x, x, None)["loss"]
     torch.testing.assert_close(a, b)
-
-
-def test_empty_queue_entries_are_marked_and_masked_only_when_asked():
-    """Fresh queue entries carry the empty label; with masking on, a model whose queue is half
-    filled computes the loss over the filled half alone."""
-    masked, plain = _tiny(mask_empty_queue=True), _tiny()
-    assert (masked.queue_labels == EMPTY_QUEUE_LABEL).all()
-    keys = F.normalize(torch.randn(6, 16), dim=1)
-    for model in (masked, plain):
-        model.enqueue(keys, torch.tensor([0, 1, -1, 2, 0, 1]))
-    x_q, x_k, labels = (
-        torch.randn(4, 3, 32, 32),
-        torch.randn(4, 3, 32, 32),
-        torch.tensor([0, 1, -1, 2]),
-    )
-    torch.manual_seed(1)
-    out = masked(x_q, x_k, labels)
-    q = F.normalize(masked.encoder_q(x_q), dim=1)
-    expected = unicon(q, out["keys"], keys, labels, masked.queue_labels[:6], masked.temperature)
-    torch.testing.assert_close(out["loss_contrast"], expected)
-    torch.manual_seed(1)
-    assert not torch.allclose(plain(x_q, x_k, labels)["loss_contrast"], expected)

@@ -17,10 +17,6 @@ from .. import losses
 from .resnet import build_resnet, feature_dim
 from .split_bn import convert_to_split_bn
 
-# The label of a queue entry that holds no key yet (its key is one of the random initial
-# vectors); -1 stays "unlabeled key".
-EMPTY_QUEUE_LABEL = -2
-
 
 def build_encoder(arch: str, dim: int, head: str, cifar_stem: bool = False) -> nn.Module:
     """A ResNet whose ``fc`` is the projection head: linear (MoCo v1) or 2-layer MLP (v2)."""
@@ -55,7 +51,6 @@ class UniMoCo(nn.Module):
         co2_temperature: float = 0.05,
         bn_splits: int = 1,
         shuffle_bn: bool = True,
-        mask_empty_queue: bool = False,
     ) -> None:
         super().__init__()
         if loss not in ("unicon", "infonce"):
@@ -67,7 +62,6 @@ class UniMoCo(nn.Module):
         self.co2_alpha = co2_alpha
         self.co2_temperature = co2_temperature
         self.shuffle_bn = shuffle_bn
-        self.mask_empty_queue = mask_empty_queue
 
         self.encoder_q = build_encoder(arch, dim, head, cifar_stem)
         if bn_splits > 1:
@@ -77,9 +71,7 @@ class UniMoCo(nn.Module):
             param.requires_grad = False
 
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
-        self.register_buffer(
-            "queue_labels", torch.full((queue_size,), EMPTY_QUEUE_LABEL, dtype=torch.long)
-        )
+        self.register_buffer("queue_labels", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @classmethod
@@ -99,7 +91,6 @@ class UniMoCo(nn.Module):
             co2_temperature=cfg.CO2.T,
             bn_splits=cfg.MOCO.BN_SPLITS if (single_process and cfg.MOCO.SHUFFLE_BN) else 1,
             shuffle_bn=cfg.MOCO.SHUFFLE_BN,
-            mask_empty_queue=cfg.MOCO.MASK_EMPTY_QUEUE,
         )
 
     @torch.no_grad()
@@ -156,19 +147,18 @@ class UniMoCo(nn.Module):
             self.momentum_update()
             k = self._encode_keys(im_k)
         # Losses in fp32 outside autocast: bf16 logits over a 65536-entry queue are too coarse.
-        filled = self.queue_labels != EMPTY_QUEUE_LABEL if self.mask_empty_queue else None
         with torch.autocast(device_type=im_q.device.type, enabled=False):
             q32, k32 = q.float(), k.float()
             if self.loss_name == "unicon":
                 contrast = losses.unicon(
-                    q32, k32, self.queue, labels, self.queue_labels, self.temperature, filled
+                    q32, k32, self.queue, labels, self.queue_labels, self.temperature
                 )
             else:
-                contrast = losses.info_nce(q32, k32, self.queue, self.temperature, filled)
+                contrast = losses.info_nce(q32, k32, self.queue, self.temperature)
             out = {"loss_contrast": contrast}
             loss = contrast
             if self.co2_alpha > 0:
-                out["loss_co2"] = losses.co2(q32, k32, self.queue, self.co2_temperature, filled)
+                out["loss_co2"] = losses.co2(q32, k32, self.queue, self.co2_temperature)
                 loss = loss + self.co2_alpha * out["loss_co2"]
         out["loss"] = loss
         out["keys"] = k
