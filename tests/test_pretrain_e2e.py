@@ -99,9 +99,11 @@ def _train(opts, interrupt_at=None, resume=False):
     return trainer
 
 
-def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, optimizer):
     common = TINY + ["SOLVER.EPOCHS", "2", "DATA.LABEL_RATIO", "0.3", "CO2.ENABLED", "True",
-                     "CHECKPOINT.PERIOD_STEPS", "4", "LOG.PERIOD", "5"]  # fmt: skip
+                     "CHECKPOINT.PERIOD_STEPS", "4", "LOG.PERIOD", "5",
+                     "SOLVER.OPTIMIZER", optimizer]  # fmt: skip
     full = _train(common + ["OUTPUT_DIR", str(tmp_path / "full"), "DATA.NUM_WORKERS", "2"])
     resumed_opts = common + ["OUTPUT_DIR", str(tmp_path / "resumed")]
     # Killed in epoch 1 (6 steps per epoch) after the step-8 checkpoint: resumes mid-epoch.
@@ -114,8 +116,11 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
     opt_a, opt_b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert opt_a.keys() == opt_b.keys() and opt_a
     for idx in opt_a:
-        assert torch.equal(opt_a[idx]["momentum_buffer"], opt_b[idx]["momentum_buffer"])
+        assert opt_a[idx].keys() == opt_b[idx].keys()  # momentum_buffer | step, exp_avg(_sq)
+        for name in opt_a[idx]:
+            assert torch.equal(opt_a[idx][name], opt_b[idx][name]), (idx, name)
 
 
 def _cli_error(capsys, *opts):
