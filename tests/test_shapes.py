@@ -173,3 +173,15 @@ def test_default_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_shapes_root() == tmp_path / "home" / ".cache" / "unimoco" / "shapes"
     assert os.environ.get("UNIMOCO_CACHE") is None
+
+
+def test_parallel_generation_writes_the_same_files(tmp_path):
+    """Several processes write byte-identical files to one process's (scenes are pure)."""
+    one = ensure_shapes_imagefolder(tmp_path / "one", "train", 24, 32, 0, "jpeg", workers=1)
+    three = ensure_shapes_imagefolder(tmp_path / "three", "train", 24, 32, 0, "jpeg", workers=3)
+    files = sorted(p.relative_to(one).as_posix() for p in one.glob("*/*.jpg"))
+    assert files == sorted(p.relative_to(three).as_posix() for p in three.glob("*/*.jpg"))
+    assert len(files) == 24
+    assert all((one / name).read_bytes() == (three / name).read_bytes() for name in files)
+    with pytest.raises(ValueError, match="workers = 0; expected at least 1"):
+        ensure_shapes_imagefolder(tmp_path / "zero", "train", 24, 32, 0, workers=0)

@@ -9,8 +9,10 @@ masks and tight boxes).
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,8 @@ MIN_SIZE = 24
 SUPERSAMPLE = 4
 
 _MODE_TAG = {"classification": 0, "detection": 1}
+# Below this many images per process, a folder is written by one process.
+_IMAGES_PER_WORKER = 500
 _LABEL_TAG = 2
 
 
@@ -279,12 +283,40 @@ def split_seed(seed: int, split: str) -> int:
     return seed * 2**32 + zlib.crc32(split.encode())
 
 
+def _write_images(
+    folder: Path, stream: int, indices: range, size: int, suffix: str, options: dict
+) -> None:
+    """Render and save the classification scenes ``indices`` of ``stream`` into ``folder``."""
+    for index in indices:
+        scene = render_scene(stream, index, size)
+        scene.image.save(folder / SHAPE_CLASSES[scene.label] / f"{index:06d}{suffix}", **options)
+
+
+def _generation_workers(num_images: int, workers: int | None) -> int:
+    """Processes for writing ``num_images``; by default one per CPU (at most 16) and one per
+    ``_IMAGES_PER_WORKER`` images, since a pool costs more than a small folder takes."""
+    if workers is None:
+        return max(1, min(os.cpu_count() or 1, 16, num_images // _IMAGES_PER_WORKER))
+    if workers < 1:
+        raise ValueError(f"shapes: workers = {workers}; expected at least 1")
+    return min(workers, num_images)
+
+
 def ensure_shapes_imagefolder(
-    root: str | Path, split: str, num_images: int, size: int, seed: int, image_format: str = "png"
+    root: str | Path,
+    split: str,
+    num_images: int,
+    size: int,
+    seed: int,
+    image_format: str = "png",
+    workers: int | None = None,
 ) -> Path:
     """``<root>/s{seed}-px{size}-n{num_images}/<split>/<class>/<index:06d>.png``, generated on
     first use into a temporary sibling and renamed into place, so a folder there is complete.
-    ``image_format`` "jpeg" writes ``.jpg`` files (quality 90) under ``...-n{num_images}-jpeg``."""
+    ``image_format`` "jpeg" writes ``.jpg`` files (quality 90) under ``...-n{num_images}-jpeg``.
+    Large folders are written by ``workers`` processes (default: one per CPU, at most 16, for
+    500 images or more); scenes are pure functions of their index, so the files do not depend
+    on the count."""
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"shapes: image_format = {image_format!r}; expected png or jpeg")
     if num_images < len(SHAPE_CLASSES):
@@ -292,6 +324,7 @@ def ensure_shapes_imagefolder(
             f"shapes {split}: num_images = {num_images}; expected at least "
             f"{len(SHAPE_CLASSES)} (one per class)"
         )
+    processes = _generation_workers(num_images, workers)
     tag = "" if image_format == "png" else f"-{image_format}"
     final = Path(root).expanduser() / f"s{seed}-px{size}-n{num_images}{tag}" / split
     suffix, options = (".png", {}) if image_format == "png" else (".jpg", {"quality": 90})
@@ -300,11 +333,22 @@ def ensure_shapes_imagefolder(
         for name in SHAPE_CLASSES:
             (folder / name).mkdir()
         stream = split_seed(seed, split)
-        for index in range(num_images):
-            scene = render_scene(stream, index, size)
-            scene.image.save(
-                folder / SHAPE_CLASSES[scene.label] / f"{index:06d}{suffix}", **options
-            )
+        if processes == 1:
+            _write_images(folder, stream, range(num_images), size, suffix, options)
+            return
+        # Interleaved shares keep every process equally busy whatever the scenes cost.
+        shares = [range(start, num_images, processes) for start in range(processes)]
+        # fork where there is one: the children only draw and encode (PIL, numpy), and spawn
+        # would re-run a user's script that lacks a main guard.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            jobs = [
+                pool.submit(_write_images, folder, stream, share, size, suffix, options)
+                for share in shares
+            ]
+            for job in jobs:
+                job.result()
 
     return build_folder_atomically(final, fill)
 
