@@ -176,3 +176,17 @@ def test_compile_encoders_keeps_the_state_dict():
     out = model(images, images.clone())
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("head", ["fc", "mlp"])
+def test_encoders_compile_into_one_graph(head):
+    """Dynamo traces each encoder (split BN, channels_last) without a graph break: a break
+    would split the compiled step and put Python back between its kernels on the GPU."""
+    model = UniMoCo("resnet18", queue_size=16, head=head, bn_splits=2, cifar_stem=True)
+    images = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    for encoder in (model.encoder_q, model.encoder_k):
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(encoder)(images)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+    torch._dynamo.reset()
