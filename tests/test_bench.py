@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +74,39 @@ def test_bench_reports_mfu_against_a_given_peak():
 def test_bench_rejects_bad_settings(argv, capsys):
     assert cli_main(["bench", *argv]) == 2
     assert "unimoco bench:" in capsys.readouterr().err
+
+
+def _table_rows(table: str) -> dict[str, list[str]]:
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows[1:]}
+
+
+def test_throughput_suite_runs_its_variants_and_tabulates_them(tmp_path):
+    """benchmarks/throughput.sh (CPU-sized): one JSON per variant and a table of their numbers;
+    a second run skips finished variants and reports a failing one instead of stopping."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.sh"
+    env = {
+        **os.environ,
+        "TINY": "1",
+        "STEPS": "1",
+        "OMP_NUM_THREADS": "1",
+        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
+        "VARIANTS": "cpu_path gpu_path",
+    }
+    out = tmp_path / "suite"
+    subprocess.run(["bash", str(script), str(out)], env=env, check=True, timeout=600)
+    rows = _table_rows((out / "table.md").read_text())
+    for variant, label in (("cpu_path", "CPU data path"), ("gpu_path", "GPU data path")):
+        result = json.loads((out / f"{variant}.json").read_text())
+        assert result["settings"]["pipeline"] == variant.split("_")[0]
+        row = next(cells for name, cells in rows.items() if name.startswith(label))
+        step, end_to_end = result["step"]["img_per_s"], result["end_to_end"]["img_per_s"]
+        assert row[1:4] == [f"{step:,.0f}", f"{end_to_end:,.0f}", f"{end_to_end / step:.2f}"]
+
+    finished = (out / "gpu_path.json").stat().st_mtime_ns
+    env["VARIANTS"] = "gpu_path gpu_compiled"
+    subprocess.run(["bash", str(script), str(out), "NO.SUCH_KEY", "1"], env=env, check=True)
+    assert (out / "gpu_path.json").stat().st_mtime_ns == finished
+    rows = _table_rows((out / "table.md").read_text())
+    assert rows["GPU data path + torch.compile"][0] == "no result (exit status 2)"
+    assert "NO.SUCH_KEY" in (out / "gpu_compiled.log").read_text()
