@@ -95,6 +95,11 @@ def test_fallbacks_decode_or_skip_every_kind_of_file(mixed_folder):
 
     batch = collate_encoded(items)
     assert batch.num_bad == 1 and len(batch.payloads) == 6
+    good = [item for item in items if item is not None]
+    assert all(torch.equal(p, item.payload) for p, item in zip(batch.payloads, good))
+    # The three JPEGs travel back to back in one tensor (one shared-memory segment per batch).
+    jpegs = [item.payload for item in good if item.encoded]
+    assert torch.equal(batch.jpeg_bytes, torch.cat(jpegs)) and len(batch.decoded) == 3
     images, keep = decode_batch(batch, CPU, dataset.describe)
     assert keep.tolist() == [0, 1, 2, 3, 4]  # the truncated JPEG is dropped
     assert all(image.dtype == torch.uint8 and image.shape == (3, 30, 40) for image in images)

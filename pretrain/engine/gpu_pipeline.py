@@ -60,7 +60,7 @@ class GpuAugmentedBatches:
         """Decode one batch and draw its two crops; undecodable images join ``num_bad``."""
         seed, epoch, start, rank = self.seeds
         images, keep = decode_batch(batch, self.device, self.describe)
-        num_bad = batch.num_bad + len(batch.payloads) - len(images)
+        num_bad = batch.num_bad + len(batch.encoded) - len(images)
         if not images:
             return [torch.empty(0), torch.empty(0)], torch.empty(0, dtype=torch.int64), num_bad
         gen = torch.Generator().manual_seed(batch_seed(seed, epoch, start + number, rank))
