@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU throughput table of docs/benchmarks.md (issue 5): `unimoco bench` on one GPU for the
 # CPU data path, the GPU data path, the GPU path with torch.compile (profiled for host syncs),
-# and the same with InfoNCE (what the label queue and UniCon cost), then the table.
+# the same with InfoNCE (what the label queue and UniCon cost) and without the non-finite-loss
+# guard (what its host sync per step costs), then the table.
 # Usage: bash benchmarks/throughput.sh [OUT] [KEY VALUE ...]   (finished variants are skipped)
 # DATA_ROOT=/path/to/imagenet/train uses a real JPEG folder instead of generated shapes;
 # VARIANTS="gpu_path gpu_compiled" restricts the list; TINY=1 runs CPU-sized settings (tests).
@@ -17,7 +18,7 @@ if [[ -z ${UNIMOCO:-} ]]; then
 fi
 PYTHON=${PYTHON:-$(dirname "$(command -v "$UNIMOCO")")/python}
 [[ -x $PYTHON ]] || PYTHON=python3
-read -ra VARIANTS <<< "${VARIANTS:-cpu_path gpu_path gpu_compiled gpu_compiled_infonce}"
+read -ra VARIANTS <<< "${VARIANTS:-cpu_path gpu_path gpu_compiled gpu_compiled_infonce gpu_compiled_noguard}"
 
 if [[ ${TINY:-0} == 1 ]]; then
   STEPS=${STEPS:-3}
@@ -39,6 +40,7 @@ variant_opts() {
     gpu_path) echo "DATA.PIPELINE gpu" ;;
     gpu_compiled) echo "DATA.PIPELINE gpu MODEL.COMPILE True" ;;
     gpu_compiled_infonce) echo "DATA.PIPELINE gpu MODEL.COMPILE True LOSS.NAME infonce" ;;
+    gpu_compiled_noguard) echo "DATA.PIPELINE gpu MODEL.COMPILE True BENCH.STEP_GUARD False" ;;
     *) echo "unknown variant $1" >&2; return 1 ;;
   esac
 }

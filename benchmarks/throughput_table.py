@@ -13,6 +13,7 @@ LABELS = {
     "gpu_path": "GPU data path",
     "gpu_compiled": "GPU data path + torch.compile",
     "gpu_compiled_infonce": "GPU data path + torch.compile, InfoNCE (no label queue)",
+    "gpu_compiled_noguard": "GPU data path + torch.compile, no non-finite guard",
 }
 
 
@@ -73,6 +74,7 @@ def table(out: Path, variants: list[str]) -> str:
             *rows,
         ]
     compiled, infonce = results.get("gpu_compiled"), results.get("gpu_compiled_infonce")
+    unguarded = results.get("gpu_compiled_noguard")
     if compiled:
         ratio = compiled["end_to_end"]["img_per_s"] / compiled["step"]["img_per_s"]
         lines.append(f"\nend to end / compiled model step alone: {100 * ratio:.1f} %")
@@ -81,6 +83,13 @@ def table(out: Path, variants: list[str]) -> str:
             cost = infonce[phase]["img_per_s"] / compiled[phase]["img_per_s"] - 1
             lines.append(
                 f"label queue + UniCon over InfoNCE, {phase.replace('_', ' ')}: "
+                f"{100 * cost:+.1f} % time per image"
+            )
+    if compiled and unguarded:
+        for phase in ("step", "end_to_end"):
+            cost = unguarded[phase]["img_per_s"] / compiled[phase]["img_per_s"] - 1
+            lines.append(
+                f"non-finite guard (one host sync per step), {phase.replace('_', ' ')}: "
                 f"{100 * cost:+.1f} % time per image"
             )
     return "\n".join(lines)

@@ -183,6 +183,9 @@ _C.BENCH.PEAK_TFLOPS = 0.0
 # (made once, in the cache). Each epoch restarts the loader workers: keep several batches' worth.
 _C.BENCH.NUM_IMAGES = 2048
 _C.BENCH.IMAGE_SIZE = 256
+# False times the step without the non-finite-loss guard (SOLVER.MAX_NONFINITE), to measure
+# what its one host synchronisation per step costs; training always keeps the guard.
+_C.BENCH.STEP_GUARD = True
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,13 @@ import torch
 
 from unimoco.cli import main as cli_main
 from unimoco.pretrain.config import load_cfg
-from unimoco.pretrain.engine.bench import format_report, run_bench
+from unimoco.pretrain.engine.bench import (
+    BenchTrainer,
+    bench_cfg,
+    format_report,
+    run_bench,
+    synthetic_batch,
+)
 from unimoco.pretrain.engine.flops import encoder_macs
 
 TINY = [
@@ -110,3 +116,17 @@ def test_throughput_suite_runs_its_variants_and_tabulates_them(tmp_path):
     rows = _table_rows((out / "table.md").read_text())
     assert rows["GPU data path + torch.compile"][0] == "no result (exit status 2)"
     assert "NO.SUCH_KEY" in (out / "gpu_compiled.log").read_text()
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_bench_step_guard_switch(guarded):
+    """BENCH.STEP_GUARD False times the step without the guard's snapshot and finite check."""
+    cfg = bench_cfg(load_cfg(None, [*TINY, "BENCH.STEP_GUARD", str(guarded)]), "unused")
+    trainer = BenchTrainer(cfg, torch.device("cpu"))
+    views, labels = synthetic_batch(trainer)
+    with torch.profiler.profile() as prof:
+        trainer.train_step(views, labels)
+    ops = {event.key for event in prof.key_averages()}
+    assert ("aten::_foreach_copy_" in ops) == guarded
+    assert ("aten::isfinite" in ops) == guarded
+    assert "aten::_foreach_add_" in ops  # the momentum update runs either way

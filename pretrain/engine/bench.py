@@ -68,8 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UncheckedSteps:
+    """Stands in for ``StepGuard`` when BENCH.STEP_GUARD is off: no snapshot, no flag exchange
+    (so no host synchronisation), every step applied."""
+
+    consecutive = 0
+    stop = False
+
+    def snapshot(self) -> None:
+        return None
+
+    def exchange(self, loss: torch.Tensor, stop_requested: bool) -> None:
+        return None
+
+    def accept(self, losses: dict[str, torch.Tensor], step: int) -> bool:
+        return True
+
+
 class BenchTrainer(PretrainTrainer):
-    """The trainer without the queue-size guard: a timing needs no queue below the data size."""
+    """The trainer without the queue-size guard (a timing needs no queue below the data size)
+    and, with BENCH.STEP_GUARD off, without the non-finite-loss guard."""
+
+    def __init__(self, cfg: CfgNode, device: torch.device) -> None:
+        super().__init__(cfg, device)
+        if not cfg.BENCH.STEP_GUARD:
+            self.guard = UncheckedSteps()
 
     def _check_queue_size(self, num_images: int) -> None:
         return None
@@ -231,6 +254,7 @@ def _settings(cfg: CfgNode, trainer: PretrainTrainer, steps: int) -> dict[str, A
         "bf16_autocast": trainer.use_amp,
         "channels_last": cfg.MODEL.CHANNELS_LAST,
         "compile": cfg.MODEL.COMPILE,
+        "step_guard": cfg.BENCH.STEP_GUARD,
         "loss": cfg.LOSS.NAME,
         "label_ratio": cfg.DATA.LABEL_RATIO,
         "queue": cfg.MOCO.K,
