@@ -18,7 +18,7 @@ from unimoco.pretrain.data.augment_params import (
     sample_crop_boxes,
     sample_params,
 )
-from unimoco.pretrain.data.gpu_augment import augment, blur_radius, two_crops
+from unimoco.pretrain.data.gpu_augment import augment, blur_radius, resized_crops, two_crops
 from unimoco.pretrain.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -204,6 +204,24 @@ def test_fixed_parameters_give_the_torchvision_output(gray_first):
     for row in range(4):
         expected = _reference(image, params, spec, row)
         torch.testing.assert_close(out[row], expected, atol=2e-5, rtol=0)
+
+
+def test_crops_of_interleaved_sources_keep_their_rows():
+    """Crops are made image by image but come back in row order, each from its own source."""
+    generator = _gen(6)
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+        for h, w in ((48, 56), (50, 60))
+    ]
+    boxes = torch.tensor([[3, 5, 30, 40], [0, 0, 48, 56], [10, 20, 20, 20], [7, 2, 41, 33]])
+    sources = [1, 0, 1, 0]
+    out = resized_crops(images, sources, boxes, 24)
+    for row, source in enumerate(sources):
+        top, left, h, w = boxes[row].tolist()
+        expected = TF.resized_crop(
+            images[source].float(), top, left, h, w, [24, 24], antialias=True
+        )
+        torch.testing.assert_close(out[row], (expected / 255).clamp(0, 1), atol=2e-6, rtol=0)
 
 
 def test_two_crops_shapes_dtypes_and_ranges():
