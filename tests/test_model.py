@@ -140,3 +140,30 @@ def test_infonce_model_ignores_labels():
     torch.manual_seed(5)
     b = model2(x, x, None)["loss"]
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("loss", ["unicon", "infonce"])
+def test_a_step_never_copies_the_queue(loss):
+    """Under bf16 autocast, forward + backward + enqueue read and write the queues in place: no
+    op copies or casts a whole queue (at K = 65536 each copy would cost 32 MB of traffic)."""
+    queue_size, dim = 1000, 16  # sizes no activation of the tiny step has
+    model = _tiny(loss=loss, queue_size=queue_size, co2_alpha=0.5, bn_splits=2)
+    pointers = (model.queue.data_ptr(), model.queue_labels.data_ptr())
+    x, labels = torch.randn(4, 3, 32, 32), torch.tensor([1, -1, 2, 1])
+    copying = {"aten::copy_", "aten::clone", "aten::_to_copy", "aten::cat", "aten::contiguous"}
+    with torch.profiler.profile(record_shapes=True) as prof:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, x.clone(), labels)
+        out["loss"].backward()
+        model.enqueue(out["keys"], out["labels"])
+    queue_shapes = ([queue_size, dim], [queue_size])
+    copies = [
+        (event.key, shapes)
+        for event in prof.key_averages(group_by_input_shape=True)
+        if event.key in copying
+        for shapes in [event.input_shapes]
+        if any(list(shape) in queue_shapes for shape in shapes)
+    ]
+    assert copies == []
+    assert (model.queue.data_ptr(), model.queue_labels.data_ptr()) == pointers
+    torch.testing.assert_close(model.queue[:4], out["keys"].float())
