@@ -15,6 +15,7 @@ import time
 
 import pytest
 import torch
+from conftest import DEVICES
 from test_datasets import rgb, write_bad_files, write_image_kinds
 
 from unimoco.cli import main as cli_main
@@ -169,14 +170,16 @@ def _clone_state(trainer: PretrainTrainer) -> dict:
     }
 
 
-def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, unimoco_log):
+@pytest.mark.parametrize("device", DEVICES)
+def test_nonfinite_steps_are_skipped_then_stop_the_run(device, tmp_path, unimoco_log):
     """NaN crops: the step changes nothing (weights, BN statistics, key encoder, queue,
     optimizer) and is counted; MAX_NONFINITE in a row stop the run with the checkpoints intact,
-    and a truncated last checkpoint falls back to the one before."""
+    and a truncated last checkpoint falls back to the one before. On CUDA the flags reach the
+    host through pinned memory and an event, and bf16 autocast is on."""
     out = tmp_path / "run"
     opts = TINY + ["SOLVER.EPOCHS", "2", "CHECKPOINT.PERIOD_STEPS", "4",
                    "SOLVER.MAX_NONFINITE", "3", "OUTPUT_DIR", str(out)]  # fmt: skip
-    trainer = PretrainTrainer(load_cfg(None, opts), torch.device("cpu"))
+    trainer = PretrainTrainer(load_cfg(None, opts), torch.device(device))
     around: list = []
     _nan_at(trainer, {2, 6, 7, 8}, around)
     with pytest.raises(
@@ -201,7 +204,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, unimoco_log):
     assert all(t.isfinite().all() for t in last["model"].values() if t.is_floating_point())
 
     (out / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 cut short")
-    resumed = PretrainTrainer(load_cfg(None, opts), torch.device("cpu"))
+    resumed = PretrainTrainer(load_cfg(None, opts), torch.device(device))
     assert resumed.resume() and resumed.state.step == 6
     assert "falling back to the previous checkpoint" in unimoco_log.text
 

@@ -173,6 +173,13 @@ def decode_batch(
     The JPEGs are decoded in one ``decode_jpeg`` call; if it fails (a corrupt file), each is
     retried alone and then by PIL, and the ones nobody can read are left out with a warning.
     """
+    if device.type == "cuda":
+        # torchvision's CUDA decoder allocates its outputs on the current stream but writes them
+        # from its own stream without waiting for this one, so a block freed here while queued
+        # kernels still read it could be overwritten (pytorch/vision#9606). With the current
+        # stream drained first, no block it hands out has a pending reader. Only the prefetch
+        # thread waits, for its own previous batch.
+        torch.cuda.current_stream(device).synchronize()
     payloads = batch.payloads
     images: list[torch.Tensor | None] = [
         None if encoded else payload.to(device, non_blocking=True)
