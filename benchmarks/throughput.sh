@@ -12,12 +12,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-output/throughput}
 shift $(($# > 0 ? 1 : 0))
-if [[ -z ${UNIMOCO:-} ]]; then
-  UNIMOCO=unimoco
-  [[ -x .venv/bin/unimoco ]] && UNIMOCO=.venv/bin/unimoco
+# PYTHON: the interpreter that has unimoco installed (default .venv/bin/python, else python3).
+if [[ -z ${PYTHON:-} ]]; then
+  PYTHON=python3
+  [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
 fi
-PYTHON=${PYTHON:-$(dirname "$(command -v "$UNIMOCO")")/python}
-[[ -x $PYTHON ]] || PYTHON=python3
 read -ra VARIANTS <<< "${VARIANTS:-cpu_path gpu_path gpu_compiled gpu_compiled_infonce gpu_compiled_noguard}"
 
 if [[ ${TINY:-0} == 1 ]]; then
@@ -53,7 +52,7 @@ for variant in "${VARIANTS[@]}"; do
   [[ $variant == gpu_compiled ]] && trace=(--trace "$OUT/$variant.trace.json")
   echo "== $variant" | tee "$OUT/$variant.log"
   # shellcheck disable=SC2086  # opts is a list of KEY VALUE words
-  timeout "${TIMEOUT:-300}" "$UNIMOCO" bench --steps "$STEPS" --out "$OUT/$variant.json" \
+  timeout "${TIMEOUT:-300}" "$PYTHON" -m unimoco.cli bench --steps "$STEPS" --out "$OUT/$variant.json" \
     "${trace[@]}" "${COMMON[@]}" $opts "$@" >> "$OUT/$variant.log" 2>&1
   status=$?
   echo "exit status $status" >> "$OUT/$variant.log"

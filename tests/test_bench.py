@@ -96,7 +96,7 @@ def test_throughput_suite_runs_its_variants_and_tabulates_them(tmp_path):
         "TINY": "1",
         "STEPS": "1",
         "OMP_NUM_THREADS": "1",
-        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
+        "PYTHON": sys.executable,
         "VARIANTS": "cpu_path gpu_path",
     }
     out = tmp_path / "suite"
