@@ -37,6 +37,8 @@ class StepGuard:
     def __init__(self, model: nn.Module, max_consecutive: int) -> None:
         self.max_consecutive = max_consecutive
         encoders = (model.encoder_q, model.encoder_k)
+        # No tensor here requires grad (the key encoder's weights, BN buffers), so the copies
+        # need no per-tensor detach: ~480 fewer host-side ops per R50 step.
         self._live = [*model.encoder_k.parameters()]
         self._live += [buffer for encoder in encoders for buffer in encoder.buffers()]
         self._saved = [tensor.detach().clone() for tensor in self._live]
@@ -48,7 +50,7 @@ class StepGuard:
     @torch.no_grad()
     def snapshot(self) -> None:
         """Copy aside the key encoder's weights and every BN statistic (before the forward)."""
-        torch._foreach_copy_(self._saved, [tensor.detach() for tensor in self._live])
+        torch._foreach_copy_(self._saved, self._live)
 
     @torch.no_grad()
     def exchange(self, loss: torch.Tensor, stop_requested: bool) -> None:
@@ -78,7 +80,7 @@ class StepGuard:
         if not nonfinite:
             self.consecutive = 0
             return True
-        torch._foreach_copy_([tensor.detach() for tensor in self._live], self._saved)
+        torch._foreach_copy_(self._live, self._saved)
         self.consecutive += 1
         values = ", ".join(f"{name} {float(value):.4g}" for name, value in losses.items())
         message = (

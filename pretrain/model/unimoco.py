@@ -96,7 +96,7 @@ class UniMoCo(nn.Module):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """θk ← m·θk + (1 − m)·θq; buffers (BN statistics) are the key encoder's own."""
-        params_q = [p.detach() for p in self.encoder_q.parameters()]
+        params_q = list(self.encoder_q.parameters())  # read under no_grad: no detach needed
         params_k = list(self.encoder_k.parameters())
         torch._foreach_mul_(params_k, self.momentum)
         torch._foreach_add_(params_k, params_q, alpha=1.0 - self.momentum)
