@@ -195,3 +195,33 @@ def test_encoders_compile_into_one_graph(head):
         assert explanation.graph_break_count == 0, explanation.break_reasons
         assert explanation.graph_count == 1
     torch._dynamo.reset()
+
+
+def test_bf16_channels_last_views_are_the_float_views_cast(mixed_folder):
+    """The layout options only cast and re-lay the views (what the step would do itself)."""
+    loader, dataset = _loader(mixed_folder, 7)
+    spec = AugmentSpec(16)
+    ((plain, _, _),) = GpuAugmentedBatches(loader, spec, CPU, 0, 0, 0, 0, 0)
+    laid_out = GpuAugmentedBatches(
+        loader, spec, CPU, 0, 0, 0, 0, 0, dtype=torch.bfloat16, channels_last=True
+    )
+    ((views, _, _),) = laid_out
+    for view, reference in zip(views, plain):
+        assert view.dtype == torch.bfloat16
+        assert view.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(view, reference.to(torch.bfloat16))
+
+
+def test_bf16_views_give_the_step_under_autocast_the_same_values():
+    """Under bf16 autocast the first convolution rounds its input to bf16, so bf16 views leave
+    the losses and keys of a step unchanged."""
+    x_q, x_k = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    labels = torch.tensor([0, -1, 1, 0])
+    outputs = []
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = UniMoCo("resnet18", queue_size=16, bn_splits=2, cifar_stem=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs.append(model(x_q.to(dtype), x_k.to(dtype), labels))
+    for name in ("loss", "keys"):
+        assert torch.equal(outputs[0][name], outputs[1][name]), name

@@ -142,4 +142,6 @@ def build_epoch_batches(
         rank,
         GPU_PREFETCH if device.type == "cuda" else 0,
         dataset.describe,
+        dtype=torch.bfloat16 if device.type == "cuda" and cfg.SOLVER.AMP else torch.float32,
+        channels_last=cfg.MODEL.CHANNELS_LAST,
     )
