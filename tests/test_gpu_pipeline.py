@@ -24,6 +24,7 @@ from unimoco.pretrain.data.encoded import (
     decode_batch,
 )
 from unimoco.pretrain.data.shapes import ensure_shapes_imagefolder
+from unimoco.pretrain.engine.data import view_layout
 from unimoco.pretrain.engine.gpu_pipeline import GpuAugmentedBatches
 from unimoco.pretrain.model.unimoco import UniMoCo
 
@@ -225,3 +226,19 @@ def test_bf16_views_give_the_step_under_autocast_the_same_values():
             outputs.append(model(x_q.to(dtype), x_k.to(dtype), labels))
     for name in ("loss", "keys"):
         assert torch.equal(outputs[0][name], outputs[1][name]), name
+
+
+def test_view_layout_follows_the_pipeline_amp_and_channels_last():
+    """bf16 only for the GPU path under AMP on CUDA; channels_last only where asked, on the GPU
+    path (the CPU path's collate leaves the conversion to the step)."""
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    gpu = ["DATA.PIPELINE", "gpu", "MODEL.CHANNELS_LAST", "True"]
+    assert view_layout(load_cfg(None, gpu), cuda) == {
+        "dtype": torch.bfloat16,
+        "channels_last": True,
+    }
+    assert view_layout(load_cfg(None, gpu), CPU)["dtype"] == torch.float32
+    no_amp = load_cfg(None, [*gpu, "SOLVER.AMP", "False"])
+    assert view_layout(no_amp, cuda)["dtype"] == torch.float32
+    cpu_path = load_cfg(None, ["MODEL.CHANNELS_LAST", "True"])
+    assert view_layout(cpu_path, cuda) == {"dtype": torch.float32, "channels_last": False}

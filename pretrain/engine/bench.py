@@ -29,7 +29,7 @@ from .. import distributed as du
 from ..config import ConfigError, load_cfg
 from ..data.datasets import DatasetError
 from ..data.shapes import default_shapes_root, ensure_shapes_imagefolder
-from .data import build_epoch_batches
+from .data import build_epoch_batches, view_layout
 from .flops import train_flops_per_image
 from .logging_utils import setup_logger, write_json
 from .trainer import PretrainTrainer
@@ -153,9 +153,17 @@ def _batches(trainer: PretrainTrainer) -> Iterator[tuple[list[torch.Tensor], tor
 
 
 def synthetic_batch(trainer: PretrainTrainer) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Random crops on the device, labels kept with probability DATA.LABEL_RATIO."""
+    """Random crops on the device in the data path's dtype and layout (so a compiled step is
+    not compiled again for the real batches), labels kept with probability DATA.LABEL_RATIO."""
     n, size, device = trainer.local_batch, trainer.cfg.INPUT.SIZE, trainer.device
-    views = [torch.randn(n, 3, size, size, device=device) for _ in range(2)]
+    layout = view_layout(trainer.cfg, device)
+    memory_format = torch.channels_last if layout["channels_last"] else torch.contiguous_format
+    views = [
+        torch.randn(n, 3, size, size, device=device).to(
+            layout["dtype"], memory_format=memory_format
+        )
+        for _ in range(2)
+    ]
     labels = torch.randint(0, len(trainer.dataset.dataset.classes), (n,), device=device)
     keep = torch.rand(n, device=device) < trainer.cfg.DATA.LABEL_RATIO
     return views, torch.where(keep, labels, torch.full_like(labels, -1))

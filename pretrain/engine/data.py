@@ -113,6 +113,19 @@ def wrap_train_dataset(cfg: CfgNode, dataset: Dataset) -> Dataset:
     return EncodedImages(dataset)
 
 
+def view_layout(cfg: CfgNode, device: torch.device) -> dict:
+    """dtype and channels_last of the views the data path hands to the step: the GPU path makes
+    them bf16 under AMP on CUDA and channels_last with MODEL.CHANNELS_LAST; the CPU path's
+    collate gives float32 in the default layout (the step converts it)."""
+    if cfg.DATA.PIPELINE != "gpu":
+        return {"dtype": torch.float32, "channels_last": False}
+    amp = device.type == "cuda" and cfg.SOLVER.AMP
+    return {
+        "dtype": torch.bfloat16 if amp else torch.float32,
+        "channels_last": cfg.MODEL.CHANNELS_LAST,
+    }
+
+
 def build_epoch_batches(
     cfg: CfgNode,
     dataset: Dataset,
@@ -142,6 +155,5 @@ def build_epoch_batches(
         rank,
         GPU_PREFETCH if device.type == "cuda" else 0,
         dataset.describe,
-        dtype=torch.bfloat16 if device.type == "cuda" and cfg.SOLVER.AMP else torch.float32,
-        channels_last=cfg.MODEL.CHANNELS_LAST,
+        **view_layout(cfg, device),
     )
