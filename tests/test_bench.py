@@ -119,9 +119,9 @@ def test_throughput_suite_runs_its_variants_and_tabulates_them(tmp_path):
 
 
 @pytest.mark.parametrize("guarded", [True, False])
-def test_bench_step_guard_switch(guarded):
+def test_bench_step_guard_switch(guarded, tmp_path):
     """BENCH.STEP_GUARD False times the step without the guard's snapshot and finite check."""
-    cfg = bench_cfg(load_cfg(None, [*TINY, "BENCH.STEP_GUARD", str(guarded)]), "unused")
+    cfg = bench_cfg(load_cfg(None, [*TINY, "BENCH.STEP_GUARD", str(guarded)]), str(tmp_path))
     trainer = BenchTrainer(cfg, torch.device("cpu"))
     views, labels = synthetic_batch(trainer)
     with torch.profiler.profile() as prof:
