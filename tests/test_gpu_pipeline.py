@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -73,9 +74,11 @@ def test_only_plain_rgb_jpegs_go_to_the_batched_decoder():
     assert not batch_decodable(b"")
 
 
-def test_fallbacks_decode_or_skip_every_kind_of_file(mixed_folder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fallbacks_decode_or_skip_every_kind_of_file(device, mixed_folder):
     """PNG, grey and CMYK JPEGs are decoded by PIL in the worker (as the CPU path would); the
-    unreadable and the truncated files are skipped and counted; nothing raises."""
+    unreadable and the truncated files are skipped and counted; nothing raises. On CUDA the
+    baseline and progressive JPEGs go through nvJPEG."""
     dataset = EncodedImages(ImageListDataset.from_folder(mixed_folder))
     items = [dataset[i] for i in range(len(dataset))]
     names = [Path(path).name for path, _ in dataset.dataset.samples]
@@ -101,12 +104,14 @@ def test_fallbacks_decode_or_skip_every_kind_of_file(mixed_folder):
     # The three JPEGs travel back to back in one tensor (one shared-memory segment per batch).
     jpegs = [item.payload for item in good if item.encoded]
     assert torch.equal(batch.jpeg_bytes, torch.cat(jpegs)) and len(batch.decoded) == 3
-    images, keep = decode_batch(batch, CPU, dataset.describe)
+    images, keep = decode_batch(batch, torch.device(device), dataset.describe)
     assert keep.tolist() == [0, 1, 2, 3, 4]  # the truncated JPEG is dropped
     assert all(image.dtype == torch.uint8 and image.shape == (3, 30, 40) for image in images)
-    pil = np.asarray(load_rgb(mixed_folder / "things" / "a_rgb.jpg")).transpose(2, 0, 1)
-    difference = (images[0].int() - torch.from_numpy(pil.copy()).int()).abs()
-    assert difference.float().mean() < 1.0  # same libjpeg family; IDCT rounding may differ
+    assert all(image.device.type == device for image in images)
+    for image, name in zip(images, ("a_rgb.jpg", "b_progressive.jpg")):
+        pil = np.asarray(load_rgb(mixed_folder / "things" / name)).transpose(2, 0, 1)
+        difference = (image.cpu().int() - torch.from_numpy(pil.copy()).int()).abs()
+        assert difference.float().mean() < 1.0  # IDCT rounding may differ from PIL's
 
 
 def _loader(folder: Path, batch_size: int) -> tuple[DataLoader, EncodedImages]:
