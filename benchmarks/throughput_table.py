@@ -36,6 +36,16 @@ def _failure(out: Path, variant: str) -> str:
     return f"no result ({status}{', timed out' if status == 'exit status 124' else ''})"
 
 
+def _extra_time(what: str, with_it: dict, without_it: dict) -> list[str]:
+    """What ``what`` adds to the time per image, in the step alone and end to end."""
+    return [
+        f"{what}, {phase.replace('_', ' ')}: "
+        f"{100 * (without_it[phase]['img_per_s'] / with_it[phase]['img_per_s'] - 1):+.1f} % "
+        "time per image"
+        for phase in ("step", "end_to_end")
+    ]
+
+
 def table(out: Path, variants: list[str]) -> str:
     """The markdown table and the goal ratios for ``variants`` found in ``out``."""
     results = {}
@@ -73,25 +83,17 @@ def table(out: Path, variants: list[str]) -> str:
             "",
             *rows,
         ]
-    compiled, infonce = results.get("gpu_compiled"), results.get("gpu_compiled_infonce")
-    unguarded = results.get("gpu_compiled_noguard")
+    compiled = results.get("gpu_compiled")
     if compiled:
         ratio = compiled["end_to_end"]["img_per_s"] / compiled["step"]["img_per_s"]
         lines.append(f"\nend to end / compiled model step alone: {100 * ratio:.1f} %")
-    if compiled and infonce:
-        for phase in ("step", "end_to_end"):
-            cost = infonce[phase]["img_per_s"] / compiled[phase]["img_per_s"] - 1
-            lines.append(
-                f"label queue + UniCon over InfoNCE, {phase.replace('_', ' ')}: "
-                f"{100 * cost:+.1f} % time per image"
-            )
-    if compiled and unguarded:
-        for phase in ("step", "end_to_end"):
-            cost = unguarded[phase]["img_per_s"] / compiled[phase]["img_per_s"] - 1
-            lines.append(
-                f"non-finite guard (one host sync per step), {phase.replace('_', ' ')}: "
-                f"{100 * cost:+.1f} % time per image"
-            )
+    costs = (
+        ("gpu_compiled_infonce", "label queue + UniCon over InfoNCE"),
+        ("gpu_compiled_noguard", "non-finite guard (one host sync per step)"),
+    )
+    for without, what in costs:
+        if compiled and without in results:
+            lines += _extra_time(what, compiled, results[without])
     return "\n".join(lines)
 
 

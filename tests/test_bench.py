@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -130,3 +131,38 @@ def test_bench_step_guard_switch(guarded, tmp_path):
     assert ("aten::_foreach_copy_" in ops) == guarded
     assert ("aten::isfinite" in ops) == guarded
     assert "aten::_foreach_add_" in ops  # the momentum update runs either way
+
+
+def test_throughput_table_states_the_goal_ratios(tmp_path):
+    """End to end over the compiled step, and the extra time per image of the label queue and
+    of the guard, computed from the variants' img/s."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput_table.py"
+    spec = importlib.util.spec_from_file_location("throughput_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rates = {"gpu_compiled": (4000, 3600), "gpu_compiled_infonce": (4080, 3636),
+             "gpu_compiled_noguard": (4000, 3708)}  # fmt: skip
+    for variant, (step, end_to_end) in rates.items():
+        phases = {
+            "data": {"img_per_s": 20000.0},
+            "step": {"img_per_s": step, "peak_memory_gib": 14.0, "mfu": 0.13},
+            "end_to_end": {"img_per_s": end_to_end, "peak_memory_gib": 14.5, "mfu": 0.12,
+                           "data_wait_fraction": 0.01},
+        }  # fmt: skip
+        settings = {"arch": "resnet50", "input_size": 224, "batch_per_process": 256,
+                    "processes": 1, "queue": 65536, "label_ratio": 0.1, "images": 8000,
+                    "data_root": "/data", "steps": 30}  # fmt: skip
+        syncs = {"cudaEventSynchronize": 1.0}
+        result = {**phases, "host_syncs_per_step": syncs, "settings": settings,
+                  "device": "GPU", "torch": "2.11", "date": "today"}  # fmt: skip
+        (tmp_path / f"{variant}.json").write_text(json.dumps(result))
+    text = module.table(tmp_path, ["gpu_path", *rates])
+    assert text.startswith("GPU, torch 2.11, resnet50 224 px, batch 256 x 1, queue 65536")
+    assert "| GPU data path | no result (not run) |" in text
+    assert (
+        "| 20,000 | 4,000 | 3,600 | 0.90 | 1 % | 14.50 | 12.0 % | cudaEventSynchronize 1 |" in text
+    )
+    assert "end to end / compiled model step alone: 90.0 %" in text
+    assert "label queue + UniCon over InfoNCE, step: +2.0 % time per image" in text
+    assert "label queue + UniCon over InfoNCE, end to end: +1.0 % time per image" in text
+    assert "non-finite guard (one host sync per step), end to end: +3.0 % time per image" in text
