@@ -7,7 +7,9 @@
 # DATA_ROOT=/path/to/imagenet/train uses a real JPEG folder instead of generated shapes;
 # VARIANTS="gpu_path gpu_compiled" restricts the list; TINY=1 runs CPU-sized settings (tests).
 # Each variant has TIMEOUT seconds (default 300); one that fails or times out is reported in
-# the table and the others still run.
+# the table and the others still run. Several GPUs: LAUNCH="torchrun --nproc-per-node 8" (img/s
+# are then totals; SOLVER.BATCH_SIZE is global, so add SOLVER.BATCH_SIZE 2048 to keep 256 per GPU
+# and compare per-GPU img/s with a one-GPU run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-output/throughput}
@@ -17,6 +19,7 @@ if [[ -z ${PYTHON:-} ]]; then
   PYTHON=python3
   [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
 fi
+read -ra LAUNCHER <<< "${LAUNCH:-$PYTHON}"
 read -ra VARIANTS <<< "${VARIANTS:-cpu_path gpu_path gpu_compiled gpu_compiled_infonce gpu_compiled_noguard}"
 
 if [[ ${TINY:-0} == 1 ]]; then
@@ -52,7 +55,7 @@ for variant in "${VARIANTS[@]}"; do
   [[ $variant == gpu_compiled ]] && trace=(--trace "$OUT/$variant.trace.json")
   echo "== $variant" | tee "$OUT/$variant.log"
   # shellcheck disable=SC2086  # opts is a list of KEY VALUE words
-  timeout "${TIMEOUT:-300}" "$PYTHON" -m unimoco.cli bench --steps "$STEPS" --out "$OUT/$variant.json" \
+  timeout "${TIMEOUT:-300}" "${LAUNCHER[@]}" -m unimoco.cli bench --steps "$STEPS" --out "$OUT/$variant.json" \
     "${trace[@]}" "${COMMON[@]}" $opts "$@" >> "$OUT/$variant.log" 2>&1
   status=$?
   echo "exit status $status" >> "$OUT/$variant.log"
