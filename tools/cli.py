@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .third_party import quiet_known_warnings
+
 # name -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("unimoco.pretrain.engine.launch", "UniMoCo / MoCo pretraining of a ResNet"),
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unimoco: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    quiet_known_warnings()
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 
