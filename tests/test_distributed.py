@@ -100,8 +100,8 @@ def test_uneven_data_gives_every_rank_the_same_full_batches():
 
 def test_torchrun_restarts_a_dead_rank_and_resumes(tmp_path):
     """Two gloo ranks on data that does not divide into global batches; rank 1 dies before step
-    6; torchrun --max-restarts 1 starts both again, and they resume from the step-4 checkpoint
-    and finish."""
+    6; torchrun --max-restarts 1 starts both again, they resume from the step-4 checkpoint and
+    finish with exactly the weights and queue of a run that was never interrupted."""
     out, marker = tmp_path / "run", tmp_path / "died"
     opts = ["DATA.NAME", "shapes", "DATA.SHAPES.NUM_TRAIN", "100", "DATA.SHAPES.IMAGE_SIZE", "24",
             "INPUT.SIZE", "16", "MODEL.ARCH", "resnet18", "MOCO.K", "32", "MOCO.M", "0.99",
@@ -120,8 +120,21 @@ def test_torchrun_restarts_a_dead_rank_and_resumes(tmp_path):
     assert f"resume: {out / 'checkpoint_last.pth'} at epoch 0, step 4" in log
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["epochs_completed"] == 2  # 100 // 16 per epoch
-    assert load_checkpoint(out / "checkpoint_final.pth")["step"] == 12
+    resumed = load_checkpoint(out / "checkpoint_final.pth")
+    assert resumed["step"] == 12
     assert not (out / "pretrain.lock").exists()
+
+    # The same two ranks without the death end with the same weights, BN statistics and queue.
+    uninterrupted_dir = tmp_path / "uninterrupted"
+    opts[opts.index("OUTPUT_DIR") + 1] = str(uninterrupted_dir)
+    env["UNIMOCO_DIE_AT"] = "-1"
+    done = subprocess.run([*TORCHRUN_RESTART_ONCE, str(script), *opts], env=env,
+                          capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    uninterrupted = load_checkpoint(uninterrupted_dir / "checkpoint_final.pth")
+    assert resumed["model"].keys() == uninterrupted["model"].keys()
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
 
 
 _DIE_IN_A_COLLECTIVE = """
