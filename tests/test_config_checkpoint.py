@@ -144,3 +144,25 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError):
         load_checkpoint(plain)
     assert not _Payload.target.exists()
+
+
+def test_a_flipped_bit_in_tensor_data_is_caught(tmp_path):
+    """torch.load alone would load the changed weight; the zip records' CRC-32s catch it."""
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint({"step": 1, "w": torch.zeros(10_000)}, path)
+    data = bytearray(path.read_bytes())
+    offset = data.index(bytes(4000))  # inside the 40 kB of zeros
+    data[offset + 100] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"record \S+/data/0 fails the CRC-32 check"):
+        load_checkpoint(path)
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(legacy)["w"], torch.ones(3))  # no checksums to check
+    unchecked = tmp_path / "no_crc.pth"
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"w": torch.ones(3)}, unchecked)  # every record's CRC field is 0
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert torch.equal(load_checkpoint(unchecked)["w"], torch.ones(3))
