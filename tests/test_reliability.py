@@ -262,6 +262,31 @@ def test_folder_of_bad_images_trains_with_the_bad_ones_named(tmp_path):
     assert skipped == {"empty.jpg", "garbage.png", "truncated.jpg", "truncated.png", "huge.png"}
 
 
+def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path, capsys):
+    """Past DATA.MAX_BAD_FRACTION the run stops with status 2 before any checkpoint, and the
+    message says how many failed and where the files are named."""
+    root = tmp_path / "images"
+    write_bad_files(root / "bad")  # 5 files
+    (root / "good").mkdir()
+    for i in range(11):
+        rgb(200 + i).save(root / "good" / f"{i}.png")
+    out = tmp_path / "run"
+    opts = ["DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "INPUT.SIZE", "16",
+            "MODEL.ARCH", "resnet18", "MOCO.K", "4", "MOCO.BN_SPLITS", "2",
+            "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "1", "DATA.NUM_WORKERS", "0",
+            "DATA.MAX_BAD_FRACTION", "0.1", "LOG.TENSORBOARD", "False",
+            "LOG.PROGRESS", "off"]  # fmt: skip
+    assert cli_main(["pretrain", *opts]) == 2
+    log = (out / "log.txt").read_text()
+    match = re.search(r"(\d+) of (\d+) images failed to decode, more than "
+                      r"DATA.MAX_BAD_FRACTION = 0.1; the 'cannot decode' warnings above and in "
+                      r"(\S+) name the files", log)  # fmt: skip
+    assert match and match[3] == str(out / "log.txt")
+    assert int(match[1]) > 0.1 * int(match[2])
+    assert len(re.findall(r"cannot decode \S+/bad/", log)) >= int(match[1])
+    assert not list(out.glob("checkpoint_*.pth"))
+
+
 DIGITS_8 = [
     "DATA.NAME", "digits", "DATA.DIGITS.SIZE", "8", "INPUT.SIZE", "8", "MODEL.ARCH", "resnet18",
     "DATA.NUM_WORKERS", "0", "EVAL.BATCH_SIZE", "512", "LOG.TENSORBOARD", "False",

@@ -235,8 +235,8 @@ class PretrainTrainer:
         if self.state.bad_images > self.cfg.DATA.MAX_BAD_FRACTION * seen:
             raise TooManyBadImages(
                 f"{self.state.bad_images} of {seen} images failed to decode, more than "
-                f"DATA.MAX_BAD_FRACTION = {self.cfg.DATA.MAX_BAD_FRACTION}; see the warnings above "
-                "for the files"
+                f"DATA.MAX_BAD_FRACTION = {self.cfg.DATA.MAX_BAD_FRACTION}; the 'cannot decode' "
+                f"warnings above and in {self.output_dir / 'log.txt'} name the files"
             )
         if len(labels) == 0:
             raise TooManyBadImages("a whole batch of images failed to decode")
