@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,6 +241,14 @@ def test_output_dir_lock(tmp_path, capsys, unimoco_log):
     assert not lock.path.exists()
 
 
+def _folder_run(root: Path, out: Path, *overrides: str) -> list[str]:
+    """One epoch of a tiny R18 on the image folder ``root``, in one process."""
+    return ["DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "INPUT.SIZE", "16",
+            "MODEL.ARCH", "resnet18", "MOCO.K", "8", "MOCO.BN_SPLITS", "2",
+            "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "1", "DATA.NUM_WORKERS", "0",
+            "LOG.TENSORBOARD", "False", "LOG.PROGRESS", "off", *overrides]  # fmt: skip
+
+
 def test_folder_of_bad_images_trains_with_the_bad_ones_named(tmp_path):
     """Every image kind (grey, RGBA, CMYK, 16-bit, palette, ...) is converted; empty, garbage,
     truncated and oversized files are skipped, counted and named in the log; the run completes."""
@@ -250,19 +259,14 @@ def test_folder_of_bad_images_trains_with_the_bad_ones_named(tmp_path):
     for i in range(18):  # 32 images in all: 4 full batches, so every file is read
         rgb(100 + i).save(root / "good" / f"{i}.png")
     out = tmp_path / "run"
-    opts = ["DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "INPUT.SIZE", "16",
-            "MODEL.ARCH", "resnet18", "MOCO.K", "8", "MOCO.BN_SPLITS", "2",
-            "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "1", "DATA.NUM_WORKERS", "0",
-            "DATA.MAX_BAD_FRACTION", "0.7", "LOG.TENSORBOARD", "False",
-            "LOG.PROGRESS", "off"]  # fmt: skip
-    assert cli_main(["pretrain", *opts]) == 0
+    assert cli_main(["pretrain", *_folder_run(root, out, "DATA.MAX_BAD_FRACTION", "0.7")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["bad_images"] == 5
     skipped = set(re.findall(r"cannot decode \S+/(\S+) \(", (out / "log.txt").read_text()))
     assert skipped == {"empty.jpg", "garbage.png", "truncated.jpg", "truncated.png", "huge.png"}
 
 
-def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path, capsys):
+def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path):
     """Past DATA.MAX_BAD_FRACTION the run stops with status 2 before any checkpoint, and the
     message says how many failed and where the files are named."""
     root = tmp_path / "images"
@@ -271,11 +275,7 @@ def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path, capsys):
     for i in range(11):
         rgb(200 + i).save(root / "good" / f"{i}.png")
     out = tmp_path / "run"
-    opts = ["DATA.ROOT", str(root), "OUTPUT_DIR", str(out), "INPUT.SIZE", "16",
-            "MODEL.ARCH", "resnet18", "MOCO.K", "4", "MOCO.BN_SPLITS", "2",
-            "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "1", "DATA.NUM_WORKERS", "0",
-            "DATA.MAX_BAD_FRACTION", "0.1", "LOG.TENSORBOARD", "False",
-            "LOG.PROGRESS", "off"]  # fmt: skip
+    opts = _folder_run(root, out, "DATA.MAX_BAD_FRACTION", "0.1", "MOCO.K", "4")
     assert cli_main(["pretrain", *opts]) == 2
     log = (out / "log.txt").read_text()
     match = re.search(r"(\d+) of (\d+) images failed to decode, more than "
