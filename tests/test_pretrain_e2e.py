@@ -99,11 +99,16 @@ def _train(opts, interrupt_at=None, resume=False):
     return trainer
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_stop_and_resume_equals_uninterrupted_run(tmp_path, optimizer):
+@pytest.mark.parametrize(
+    ("optimizer", "pipeline"), [("sgd", "cpu"), ("adamw", "cpu"), ("sgd", "gpu")]
+)
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, optimizer, pipeline):
+    """Mid-epoch resume gives the uninterrupted run's weights, queue and optimizer state, with
+    2 loader workers in one run and none in the other; on both data paths (the GPU one runs
+    its ops on CPU tensors here)."""
     common = TINY + ["SOLVER.EPOCHS", "2", "DATA.LABEL_RATIO", "0.3", "CO2.ENABLED", "True",
                      "CHECKPOINT.PERIOD_STEPS", "4", "LOG.PERIOD", "5",
-                     "SOLVER.OPTIMIZER", optimizer]  # fmt: skip
+                     "SOLVER.OPTIMIZER", optimizer, "DATA.PIPELINE", pipeline]  # fmt: skip
     full = _train(common + ["OUTPUT_DIR", str(tmp_path / "full"), "DATA.NUM_WORKERS", "2"])
     resumed_opts = common + ["OUTPUT_DIR", str(tmp_path / "resumed")]
     # Killed in epoch 1 (6 steps per epoch) after the step-8 checkpoint: resumes mid-epoch.
