@@ -21,6 +21,7 @@ from unimoco.pretrain.data.datasets import (
     STL10_CLASSES,
     DatasetError,
     ImageListDataset,
+    Unreadable,
     build_dataset,
     cifar_dataset,
     collate_skip_bad,
@@ -126,14 +127,19 @@ def write_bad_files(folder: Path) -> None:
     (folder / "huge.png").write_bytes(bytes(huge))
 
 
-def test_undecodable_files_give_none_and_a_warning(tmp_path, caplog):
+def test_undecodable_files_are_named_and_warned_about(tmp_path, caplog):
     (tmp_path / "good").mkdir()
     rgb().save(tmp_path / "good" / "ok.png")
     write_bad_files(tmp_path / "bad")
     dataset = ImageListDataset.from_folder(tmp_path)
     with caplog.at_level(logging.WARNING, logger="unimoco.data"):
         items = [dataset[i] for i in range(len(dataset))]
-    bad = [sid for sid, item in zip(dataset.sample_ids, items) if item is None]
+    bad = [sid for sid, item in zip(dataset.sample_ids, items) if isinstance(item, Unreadable)]
+    assert all(
+        item == Unreadable(str(tmp_path / sid))
+        for sid, item in zip(dataset.sample_ids, items)
+        if sid in bad
+    )
     assert sorted(bad) == [
         "bad/empty.jpg",
         "bad/garbage.png",
@@ -147,24 +153,26 @@ def test_undecodable_files_give_none_and_a_warning(tmp_path, caplog):
     assert any("huge.png (DecompressionBombError" in m for m in messages)
 
     (tmp_path / "good" / "ok.png").unlink()  # a file that vanished after the scan
-    assert dataset[dataset.sample_ids.index("good/ok.png")] is None
+    assert dataset[dataset.sample_ids.index("good/ok.png")] == Unreadable(
+        str(tmp_path / "good/ok.png")
+    )
 
 
 def test_collate_skips_bad_items():
     crops = [[torch.full((3, 4, 4), float(i)), torch.zeros(3, 4, 4)] for i in range(3)]
-    batch = [(crops[0], 5), None, (crops[1], -1), None, (crops[2], 2)]
-    images, targets, num_bad = collate_skip_bad(batch)
-    assert num_bad == 2
+    batch = [(crops[0], 5), Unreadable("a.jpg"), (crops[1], -1), Unreadable("b.png"), (crops[2], 2)]
+    images, targets, bad = collate_skip_bad(batch)
+    assert bad == ["a.jpg", "b.png"]
     assert isinstance(images, list) and len(images) == 2
     assert images[0].shape == (3, 3, 4, 4) and images[0][:, 0, 0, 0].tolist() == [0, 1, 2]
     assert targets.dtype == torch.int64 and targets.tolist() == [5, -1, 2]
 
-    images, targets, num_bad = collate_skip_bad([(torch.ones(3, 2, 2), 1)])
-    assert images.shape == (1, 3, 2, 2) and targets.tolist() == [1] and num_bad == 0
+    images, targets, bad = collate_skip_bad([(torch.ones(3, 2, 2), 1)])
+    assert images.shape == (1, 3, 2, 2) and targets.tolist() == [1] and bad == []
 
-    images, targets, num_bad = collate_skip_bad([None, None, None])
+    images, targets, bad = collate_skip_bad([Unreadable("x"), Unreadable("y"), Unreadable("z")])
     assert images.numel() == 0 and targets.numel() == 0 and targets.dtype == torch.int64
-    assert num_bad == 3
+    assert bad == ["x", "y", "z"]
 
 
 def md5(path: Path) -> str:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from unimoco.cli import main as cli_main
 from unimoco.pretrain.config import ConfigError, load_cfg
 from unimoco.pretrain.data.augment_params import AugmentSpec
-from unimoco.pretrain.data.datasets import ImageListDataset, load_rgb
+from unimoco.pretrain.data.datasets import ImageListDataset, Unreadable, load_rgb
 from unimoco.pretrain.data.encoded import (
     EncodedImages,
     batch_decodable,
@@ -77,12 +77,15 @@ def test_only_plain_rgb_jpegs_go_to_the_batched_decoder():
 @pytest.mark.parametrize("device", DEVICES)
 def test_fallbacks_decode_or_skip_every_kind_of_file(device, mixed_folder):
     """PNG, grey and CMYK JPEGs are decoded by PIL in the worker (as the CPU path would); the
-    unreadable and the truncated files are skipped and counted; nothing raises. On CUDA the
+    unreadable and the truncated files are skipped and named; nothing raises. On CUDA the
     baseline and progressive JPEGs go through nvJPEG."""
     dataset = EncodedImages(ImageListDataset.from_folder(mixed_folder))
     items = [dataset[i] for i in range(len(dataset))]
     names = [Path(path).name for path, _ in dataset.dataset.samples]
-    kinds = {name: (None if item is None else item.encoded) for name, item in zip(names, items)}
+    kinds = {
+        name: (None if isinstance(item, Unreadable) else item.encoded)
+        for name, item in zip(names, items)
+    }
     assert kinds == {
         "a_rgb.jpg": True,
         "b_progressive.jpg": True,
@@ -93,19 +96,21 @@ def test_fallbacks_decode_or_skip_every_kind_of_file(device, mixed_folder):
         "g_truncated.jpg": True,  # its header is fine: the decoder finds the damage
     }
     for name, item in zip(names, items):
-        if item is not None and not item.encoded:
+        if not isinstance(item, Unreadable) and not item.encoded:
             expected = np.asarray(load_rgb(mixed_folder / "things" / name)).transpose(2, 0, 1)
             assert torch.equal(item.payload, torch.from_numpy(expected.copy()))
 
     batch = collate_encoded(items)
-    assert batch.num_bad == 1 and len(batch.payloads) == 6
-    good = [item for item in items if item is not None]
+    folder = mixed_folder / "things"
+    assert batch.bad == [str(folder / "f_not_an_image.jpg")] and len(batch.payloads) == 6
+    good = [item for item in items if not isinstance(item, Unreadable)]
     assert all(torch.equal(p, item.payload) for p, item in zip(batch.payloads, good))
     # The three JPEGs travel back to back in one tensor (one shared-memory segment per batch).
     jpegs = [item.payload for item in good if item.encoded]
     assert torch.equal(batch.jpeg_bytes, torch.cat(jpegs)) and len(batch.decoded) == 3
-    images, keep = decode_batch(batch, torch.device(device), dataset.describe)
+    images, keep, failed = decode_batch(batch, torch.device(device), dataset.describe)
     assert keep.tolist() == [0, 1, 2, 3, 4]  # the truncated JPEG is dropped
+    assert failed == [str(folder / "g_truncated.jpg")]
     assert all(image.dtype == torch.uint8 and image.shape == (3, 30, 40) for image in images)
     assert all(image.device.type == device for image in images)
     for image, name in zip(images, ("a_rgb.jpg", "b_progressive.jpg")):
@@ -120,9 +125,10 @@ def _loader(folder: Path, batch_size: int) -> tuple[DataLoader, EncodedImages]:
     return loader, dataset
 
 
-def test_batches_are_seeded_and_count_bad_images(mixed_folder):
+def test_batches_are_seeded_and_name_bad_images(mixed_folder):
     """The views are a function of (seed, epoch, batch, rank), with or without the prefetch
-    thread; bad images leave the batch and are counted."""
+    thread; bad images leave the batch and are named, whether the worker or the decoder found
+    them."""
     loader, dataset = _loader(mixed_folder, 7)
     spec = AugmentSpec(16)
 
@@ -130,8 +136,9 @@ def test_batches_are_seeded_and_count_bad_images(mixed_folder):
         batches = GpuAugmentedBatches(loader, spec, CPU, seed, 0, 0, 0, prefetch, dataset.describe)
         return list(batches)
 
-    ((views, targets, num_bad),) = run(0)
-    assert num_bad == 2 and targets.tolist() == [0] * 5
+    ((views, targets, bad),) = run(0)
+    assert [Path(name).name for name in bad] == ["f_not_an_image.jpg", "g_truncated.jpg"]
+    assert targets.tolist() == [0] * 5
     assert views[0].shape == views[1].shape == (5, 3, 16, 16)
     ((threaded, _, _),) = run(1)
     assert all(torch.equal(a, b) for a, b in zip(views, threaded))

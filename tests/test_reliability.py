@@ -279,10 +279,12 @@ def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path):
     assert cli_main(["pretrain", *opts]) == 2
     log = (out / "log.txt").read_text()
     match = re.search(r"(\d+) of (\d+) images failed to decode, more than "
-                      r"DATA.MAX_BAD_FRACTION = 0.1; the 'cannot decode' warnings above and in "
-                      r"(\S+) name the files", log)  # fmt: skip
-    assert match and match[3] == str(out / "log.txt")
+                      r"DATA.MAX_BAD_FRACTION = 0.1: (.*); the 'cannot decode' warnings above "
+                      r"and in (\S+) name every one", log)  # fmt: skip
+    assert match and match[4] == str(out / "log.txt")
     assert int(match[1]) > 0.1 * int(match[2])
+    named = match[3].removesuffix(" ...").split(", ")
+    assert 0 < len(named) <= 5 and all(Path(name).parent == root / "bad" for name in named)
     assert len(re.findall(r"cannot decode \S+/bad/", log)) >= int(match[1])
     assert not list(out.glob("checkpoint_*.pth"))
 

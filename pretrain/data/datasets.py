@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -105,6 +105,13 @@ def load_rgb(path: str | Path) -> Image.Image:
         return image.convert("RGB")
 
 
+class Unreadable(NamedTuple):
+    """Stands in for an item that could not be read or decoded: the collate functions leave it
+    out of the batch and pass its ``name`` on, so that errors can name the files."""
+
+    name: str
+
+
 class ImageListDataset(Dataset):
     """Images listed as ``(path relative to root, class index)``; ``targets`` (what is returned,
     -1 = unlabeled) starts as the class indices and may be replaced by a labeled subset."""
@@ -135,13 +142,13 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+    def __getitem__(self, index: int) -> tuple[Any, int] | Unreadable:
         path = self.root / self.samples[index][0]
         try:
             image = load_rgb(path)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
             logger.warning("cannot decode %s (%s: %s); skipping it", path, type(err).__name__, err)
-            return None
+            return Unreadable(str(path))
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
@@ -282,14 +289,14 @@ def build_dataset(cfg: CfgNode, split: str, transform: Transform | None = None) 
 
 
 def collate_skip_bad(
-    batch: Sequence[tuple[Any, int] | None],
-) -> tuple[Any, torch.Tensor, int]:
-    """``(images, int64 targets, number of undecodable items dropped)``; images of two crops
+    batch: Sequence[tuple[Any, int] | Unreadable],
+) -> tuple[Any, torch.Tensor, list[str]]:
+    """``(images, int64 targets, names of the unreadable items left out)``; images of two crops
     collate to a list of two batches. An all-bad batch gives empty tensors."""
-    good = [item for item in batch if item is not None]
-    num_bad = len(batch) - len(good)
+    good = [item for item in batch if not isinstance(item, Unreadable)]
+    bad = [item.name for item in batch if isinstance(item, Unreadable)]
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.int64), num_bad
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), bad
     images = default_collate([image for image, _ in good])
     targets = torch.tensor([target for _, target in good], dtype=torch.int64)
-    return images, targets, num_bad
+    return images, targets, bad

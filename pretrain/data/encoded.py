@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .datasets import ImageListDataset, load_rgb
+from .datasets import ImageListDataset, Unreadable, load_rgb
 
 logger = logging.getLogger("unimoco.data")
 
@@ -42,7 +42,8 @@ class EncodedItem(NamedTuple):
 
 
 class EncodedBatch(NamedTuple):
-    """A collated batch of ``EncodedItem``; ``num_bad`` items were unreadable and left out.
+    """A collated batch of ``EncodedItem``; the unreadable items were left out and ``bad``
+    names them.
 
     The JPEG bytes of the batch travel back to back in one tensor (``jpeg_bytes``, cut by
     ``jpeg_lengths``): a DataLoader worker hands each tensor over through its own shared-memory
@@ -56,7 +57,7 @@ class EncodedBatch(NamedTuple):
     encoded: list[bool]
     targets: torch.Tensor
     indices: torch.Tensor
-    num_bad: int
+    bad: list[str]
 
     @property
     def payloads(self) -> list[torch.Tensor]:
@@ -111,11 +112,11 @@ class EncodedImages(Dataset):
             return str(self.dataset.root / self.dataset.samples[index][0])
         return f"item {index}"
 
-    def __getitem__(self, index: int) -> EncodedItem | None:
+    def __getitem__(self, index: int) -> EncodedItem | Unreadable:
         if not isinstance(self.dataset, ImageListDataset):
             item = self.dataset[index]  # in-memory images: PIL, no transform
-            if item is None:
-                return None
+            if isinstance(item, Unreadable):
+                return item
             image, target = item
             return EncodedItem(pil_to_tensor(image), False, target, index)
         target = self.dataset.targets[index]
@@ -134,13 +135,13 @@ class EncodedImages(Dataset):
                 type(err).__name__,
                 err,
             )
-            return None
+            return Unreadable(self.describe(index))
 
 
-def collate_encoded(items: Sequence[EncodedItem | None]) -> EncodedBatch:
+def collate_encoded(items: Sequence[EncodedItem | Unreadable]) -> EncodedBatch:
     """The JPEG payloads packed into one tensor, decoded images listed, int64 targets and
-    indices; ``None`` items counted."""
-    good = [item for item in items if item is not None]
+    indices, the unreadable items named."""
+    good = [item for item in items if isinstance(item, EncodedItem)]
     jpegs = [item.payload for item in good if item.encoded]
     return EncodedBatch(
         jpeg_bytes=torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
@@ -149,7 +150,7 @@ def collate_encoded(items: Sequence[EncodedItem | None]) -> EncodedBatch:
         encoded=[item.encoded for item in good],
         targets=torch.tensor([item.target for item in good], dtype=torch.int64),
         indices=torch.tensor([item.index for item in good], dtype=torch.int64),
-        num_bad=len(items) - len(good),
+        bad=[item.name for item in items if isinstance(item, Unreadable)],
     )
 
 
@@ -167,8 +168,9 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor | None
 
 def decode_batch(
     batch: EncodedBatch, device: torch.device, describe: Callable[[int], str] | None = None
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """uint8 (3, H, W) RGB images on ``device`` and the positions in the batch they come from.
+) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+    """uint8 (3, H, W) RGB images on ``device``, the positions in the batch they come from, and
+    the names of the JPEGs that nobody could decode.
 
     The JPEGs are decoded in one ``decode_jpeg`` call; if it fails (a corrupt file), each is
     retried alone and then by PIL, and the ones nobody can read are left out with a warning.
@@ -186,6 +188,7 @@ def decode_batch(
         for payload, encoded in zip(payloads, batch.encoded)
     ]
     jpegs = [i for i, encoded in enumerate(batch.encoded) if encoded]
+    failed = []
     if jpegs:
         data = [payloads[i] for i in jpegs]
         try:
@@ -195,7 +198,8 @@ def decode_batch(
         for i, image in zip(jpegs, decoded):
             images[i] = image
             if image is None:
-                name = describe(int(batch.indices[i])) if describe else f"item {batch.indices[i]}"
-                logger.warning("cannot decode %s (corrupt JPEG data); skipping it", name)
+                index = int(batch.indices[i])
+                failed.append(describe(index) if describe else f"item {index}")
+                logger.warning("cannot decode %s (corrupt JPEG data); skipping it", failed[-1])
     keep = [i for i, image in enumerate(images) if image is not None]
-    return [images[i] for i in keep], torch.tensor(keep, dtype=torch.int64)
+    return [images[i] for i in keep], torch.tensor(keep, dtype=torch.int64), failed

@@ -135,7 +135,9 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
 
 
-def _batches(trainer: PretrainTrainer) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, int]]:
+def _batches(
+    trainer: PretrainTrainer,
+) -> Iterator[tuple[list[torch.Tensor], torch.Tensor, list[str]]]:
     """The training batches, epoch after epoch, without end."""
     epoch = 0
     while True:
@@ -209,10 +211,10 @@ def time_end_to_end(trainer: PretrainTrainer, steps: int, warmup: int) -> dict[s
 
         def step() -> float:
             fetch = time.perf_counter()
-            images, labels, num_bad = next(batches)
+            images, labels, bad = next(batches)
             waited = time.perf_counter() - fetch
-            if num_bad:
-                images, labels = trainer._complete_batch(images, labels, num_bad)
+            if bad:
+                images, labels = trainer._complete_batch(images, labels, bad)
             trainer.train_step(images, labels)
             trainer.state.images_seen += trainer.local_batch
             return waited

@@ -135,8 +135,8 @@ def build_epoch_batches(
     start_batch: int,
     rank: int,
     world_size: int,
-) -> Iterable[tuple[list[torch.Tensor], torch.Tensor, int]]:
-    """``([query, key], targets, num_bad)`` batches of one epoch from ``start_batch``, by the
+) -> Iterable[tuple[list[torch.Tensor], torch.Tensor, list[str]]]:
+    """``([query, key], targets, bad names)`` batches of one epoch from ``start_batch``, by the
     pipeline ``DATA.PIPELINE`` names (``dataset`` from ``wrap_train_dataset``)."""
     gpu = cfg.DATA.PIPELINE == "gpu"
     workers, collate = cfg.DATA.NUM_WORKERS, collate_encoded if gpu else collate_skip_bad

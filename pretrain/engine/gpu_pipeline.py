@@ -20,7 +20,7 @@ from ..data.augment_params import AugmentSpec
 from ..data.encoded import EncodedBatch, decode_batch
 from ..data.gpu_augment import two_crops
 
-Batch = tuple[list[torch.Tensor], torch.Tensor, int]
+Batch = tuple[list[torch.Tensor], torch.Tensor, list[str]]
 _DONE = object()
 
 
@@ -31,7 +31,7 @@ def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
 
 
 class GpuAugmentedBatches:
-    """``([query views, key views], targets, num_bad)`` per batch of ``EncodedBatch``, with the
+    """``([query views, key views], targets, bad names)`` per batch of ``EncodedBatch``, with the
     views on ``device``: the trainer's loader contract, as the CPU path's collate gives it.
 
     ``dtype`` and ``channels_last`` set the views' layout: under bf16 autocast the first
@@ -68,15 +68,15 @@ class GpuAugmentedBatches:
         return len(self.loader)
 
     def prepare(self, batch: EncodedBatch, number: int) -> Batch:
-        """Decode one batch and draw its two crops; undecodable images join ``num_bad``."""
+        """Decode one batch and draw its two crops; undecodable images join the bad names."""
         seed, epoch, start, rank = self.seeds
-        images, keep = decode_batch(batch, self.device, self.describe)
-        num_bad = batch.num_bad + len(batch.encoded) - len(images)
+        images, keep, failed = decode_batch(batch, self.device, self.describe)
+        bad = batch.bad + failed
         if not images:
-            return [torch.empty(0), torch.empty(0)], torch.empty(0, dtype=torch.int64), num_bad
+            return [torch.empty(0), torch.empty(0)], torch.empty(0, dtype=torch.int64), bad
         gen = torch.Generator().manual_seed(batch_seed(seed, epoch, start + number, rank))
         views = [view.to(**self.layout) for view in two_crops(images, self.spec, gen)]
-        return views, batch.targets[keep], num_bad
+        return views, batch.targets[keep], bad
 
     def __iter__(self) -> Iterator[Batch]:
         if self.prefetch <= 0:
@@ -126,13 +126,13 @@ class GpuAugmentedBatches:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                (views, targets, num_bad), event = item
+                (views, targets, bad), event = item
                 if event is not None:
                     current = torch.cuda.current_stream(self.device)
                     current.wait_event(event)
                     for view in views:
                         view.record_stream(current)
-                yield views, targets, num_bad
+                yield views, targets, bad
         finally:
             stop.set()
             thread.join()

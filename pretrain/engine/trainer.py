@@ -38,6 +38,10 @@ from .step_guard import StepGuard
 logger = logging.getLogger(LOGGER_NAME)
 
 
+# How many unreadable files the too-many-bad-images error names (the log names every one).
+NAMED_BAD_IMAGES = 5
+
+
 class TooManyBadImages(RuntimeError):
     """More images failed to decode than DATA.MAX_BAD_FRACTION allows."""
 
@@ -110,6 +114,7 @@ class PretrainTrainer:
         self.stop_signal = StopSignal()
         self.state = TrainState()
         self.last_scalars: dict[str, float] = {}
+        self.bad_names: list[str] = []  # the first NAMED_BAD_IMAGES unreadable files seen here
 
     def _build_dataset(self) -> Dataset:
         cfg = self.cfg
@@ -227,19 +232,23 @@ class PretrainTrainer:
             group["lr"] = lr
         return lr
 
-    def _complete_batch(self, images: list[torch.Tensor], labels: torch.Tensor, num_bad: int):
-        """Replace dropped (undecodable) images by repeats of good ones, so every rank keeps the
-        batch size that split BN and the all-gathers rely on."""
-        self.state.bad_images += num_bad
+    def _complete_batch(self, images: list[torch.Tensor], labels: torch.Tensor, bad: list[str]):
+        """Replace dropped (undecodable) images, named in ``bad``, by repeats of good ones, so
+        every rank keeps the batch size that split BN and the all-gathers rely on."""
+        self.state.bad_images += len(bad)
+        self.bad_names += bad[: NAMED_BAD_IMAGES - len(self.bad_names)]
         seen = self.state.images_seen + self.local_batch
         if self.state.bad_images > self.cfg.DATA.MAX_BAD_FRACTION * seen:
             raise TooManyBadImages(
                 f"{self.state.bad_images} of {seen} images failed to decode, more than "
-                f"DATA.MAX_BAD_FRACTION = {self.cfg.DATA.MAX_BAD_FRACTION}; the 'cannot decode' "
-                f"warnings above and in {self.output_dir / 'log.txt'} name the files"
+                f"DATA.MAX_BAD_FRACTION = {self.cfg.DATA.MAX_BAD_FRACTION}: "
+                f"{', '.join(self.bad_names)}"
+                f"{' ...' if self.state.bad_images > len(self.bad_names) else ''}"
+                f"; the 'cannot decode' warnings above and in {self.output_dir / 'log.txt'} name "
+                "every one"
             )
         if len(labels) == 0:
-            raise TooManyBadImages("a whole batch of images failed to decode")
+            raise TooManyBadImages(f"a whole batch of images failed to decode: {', '.join(bad)}")
         repeat = torch.arange(self.local_batch) % len(labels)
         return [view[repeat] for view in images], labels[repeat]
 
@@ -329,10 +338,10 @@ class PretrainTrainer:
         )
         window_start, window_images, data_time = time.perf_counter(), 0, 0.0
         fetch_start = time.perf_counter()
-        for images, labels, num_bad in loader:
+        for images, labels, bad in loader:
             data_time += time.perf_counter() - fetch_start
-            if num_bad:
-                images, labels = self._complete_batch(images, labels, num_bad)
+            if bad:
+                images, labels = self._complete_batch(images, labels, bad)
             lr = self._set_lr()
             losses = self.train_step(images, labels)
             self.state.step += 1
