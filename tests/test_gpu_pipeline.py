@@ -216,7 +216,7 @@ def test_bf16_channels_last_views_are_the_float_views_cast(mixed_folder):
     spec = AugmentSpec(16)
     ((plain, _, _),) = GpuAugmentedBatches(loader, spec, CPU, 0, 0, 0, 0, 0)
     laid_out = GpuAugmentedBatches(
-        loader, spec, CPU, 0, 0, 0, 0, 0, dtype=torch.bfloat16, channels_last=True
+        loader, spec, CPU, 0, 0, 0, 0, 0, dtype=torch.bfloat16, memory_format=torch.channels_last
     )
     ((views, _, _),) = laid_out
     for view, reference in zip(views, plain):
@@ -247,10 +247,13 @@ def test_view_layout_follows_the_pipeline_amp_and_channels_last():
     gpu = ["DATA.PIPELINE", "gpu", "MODEL.CHANNELS_LAST", "True"]
     assert view_layout(load_cfg(None, gpu), cuda) == {
         "dtype": torch.bfloat16,
-        "channels_last": True,
+        "memory_format": torch.channels_last,
     }
     assert view_layout(load_cfg(None, gpu), CPU)["dtype"] == torch.float32
     no_amp = load_cfg(None, [*gpu, "SOLVER.AMP", "False"])
     assert view_layout(no_amp, cuda)["dtype"] == torch.float32
     cpu_path = load_cfg(None, ["MODEL.CHANNELS_LAST", "True"])
-    assert view_layout(cpu_path, cuda) == {"dtype": torch.float32, "channels_last": False}
+    assert view_layout(cpu_path, cuda) == {
+        "dtype": torch.float32,
+        "memory_format": torch.contiguous_format,
+    }

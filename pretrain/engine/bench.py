@@ -159,13 +159,7 @@ def synthetic_batch(trainer: PretrainTrainer) -> tuple[list[torch.Tensor], torch
     not compiled again for the real batches), labels kept with probability DATA.LABEL_RATIO."""
     n, size, device = trainer.local_batch, trainer.cfg.INPUT.SIZE, trainer.device
     layout = view_layout(trainer.cfg, device)
-    memory_format = torch.channels_last if layout["channels_last"] else torch.contiguous_format
-    views = [
-        torch.randn(n, 3, size, size, device=device).to(
-            layout["dtype"], memory_format=memory_format
-        )
-        for _ in range(2)
-    ]
+    views = [torch.randn(n, 3, size, size, device=device).to(**layout) for _ in range(2)]
     labels = torch.randint(0, len(trainer.dataset.dataset.classes), (n,), device=device)
     keep = torch.rand(n, device=device) < trainer.cfg.DATA.LABEL_RATIO
     return views, torch.where(keep, labels, torch.full_like(labels, -1))

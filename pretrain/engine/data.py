@@ -114,15 +114,17 @@ def wrap_train_dataset(cfg: CfgNode, dataset: Dataset) -> Dataset:
 
 
 def view_layout(cfg: CfgNode, device: torch.device) -> dict:
-    """dtype and channels_last of the views the data path hands to the step: the GPU path makes
-    them bf16 under AMP on CUDA and channels_last with MODEL.CHANNELS_LAST; the CPU path's
-    collate gives float32 in the default layout (the step converts it)."""
+    """``Tensor.to`` keywords (dtype, memory_format) of the views the data path hands to the
+    step: the GPU path makes them bf16 under AMP on CUDA and channels_last with
+    MODEL.CHANNELS_LAST; the CPU path's collate gives float32 in the default layout (the step
+    converts it)."""
     if cfg.DATA.PIPELINE != "gpu":
-        return {"dtype": torch.float32, "channels_last": False}
+        return {"dtype": torch.float32, "memory_format": torch.contiguous_format}
     amp = device.type == "cuda" and cfg.SOLVER.AMP
+    channels_last = cfg.MODEL.CHANNELS_LAST
     return {
         "dtype": torch.bfloat16 if amp else torch.float32,
-        "channels_last": cfg.MODEL.CHANNELS_LAST,
+        "memory_format": torch.channels_last if channels_last else torch.contiguous_format,
     }
 
 

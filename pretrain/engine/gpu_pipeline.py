@@ -34,7 +34,7 @@ class GpuAugmentedBatches:
     """``([query views, key views], targets, bad names)`` per batch of ``EncodedBatch``, with the
     views on ``device``: the trainer's loader contract, as the CPU path's collate gives it.
 
-    ``dtype`` and ``channels_last`` set the views' layout: under bf16 autocast the first
+    ``dtype`` and ``memory_format`` set the views' layout: under bf16 autocast the first
     convolution rounds its input to bf16 anyway, so bf16 views give it the same values at half
     the memory of every prefetched batch, and the step's channels_last copy happens here, on
     the side stream."""
@@ -51,7 +51,7 @@ class GpuAugmentedBatches:
         prefetch: int,
         describe: Callable[[int], str] | None = None,
         dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         self.loader = loader
         self.spec = spec
@@ -59,10 +59,7 @@ class GpuAugmentedBatches:
         self.seeds = (seed, epoch, start_batch, rank)
         self.prefetch = prefetch
         self.describe = describe
-        self.layout = {
-            "dtype": dtype,
-            "memory_format": torch.channels_last if channels_last else torch.contiguous_format,
-        }
+        self.layout = {"dtype": dtype, "memory_format": memory_format}
 
     def __len__(self) -> int:
         return len(self.loader)
