@@ -10,6 +10,9 @@ from detectron2.config import CfgNode, get_cfg
 
 # Roots of the MODEL subtrees whose NORM key selects BN / SyncBN.
 _NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+# detectron2's synchronised BNs: torch's SyncBatchNorm (CUDA + NCCL only) and NaiveSyncBatchNorm
+# (statistics averaged by an all-reduce; what MoCo's C4 configs use).
+_SYNC_NORMS = ("SyncBN", "naiveSyncBN")
 
 
 class DetectionConfigError(ValueError):
@@ -54,14 +57,16 @@ def load_detection_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNo
 
 
 def sync_bn_fallback(cfg: CfgNode, world_size: int) -> dict[str, str]:
-    """Replace SyncBN where it cannot sync: plain BN in one process, NaiveSyncBN (which works on
-    gloo) across CPU processes. Returns the keys changed and their new values."""
+    """Replace SyncBN / naiveSyncBN where there is nothing to sync or SyncBN cannot: plain BN in
+    one process (for both), naiveSyncBN (which works on gloo) instead of SyncBN across CPU
+    processes. Returns the keys changed and their new values."""
     if world_size > 1 and cfg.MODEL.DEVICE != "cpu":
         return {}
-    replacement = "BN" if world_size == 1 else "NaiveSyncBN"
+    replacement = "BN" if world_size == 1 else "naiveSyncBN"
     changed = {}
     for node in _NORM_NODES:
-        if cfg.MODEL[node].NORM == "SyncBN":
+        norm = cfg.MODEL[node].NORM
+        if norm in _SYNC_NORMS and norm != replacement:
             cfg.MODEL[node].NORM = replacement
             changed[f"MODEL.{node}.NORM"] = replacement
     return changed
