@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .engine.logging_utils import LOGGER_NAME
+from .log_names import LOGGER_NAME
 
 LAST_CHECKPOINT = "checkpoint_last.pth"
 PREVIOUS_CHECKPOINT = "checkpoint_prev.pth"

@@ -108,22 +108,14 @@ def test_online_monitor_runs_every_period_and_restores_train_mode(caplog):
     encoder = build_backbone(random_backbone_state("resnet18", False, seed=0))
     encoder.fc = torch.nn.Linear(512, 8)  # a projection head, which the monitor must skip
     encoder.train()
-    trainer = SimpleNamespace(
-        cfg=cfg,
-        model=SimpleNamespace(encoder_q=encoder),
-        device=torch.device("cpu"),
-        state=SimpleNamespace(epoch=1, step=10),
-        metrics=_Writer(),
-    )
-    knn_monitor(trainer)  # epoch 1: not a multiple of 2
-    assert trainer.metrics.rows == []
-    trainer.state.epoch, trainer.state.step = 2, 20
+    metrics = _Writer()
+    device = torch.device("cpu")
+    knn_monitor(encoder, cfg, device, epoch=1, step=10, metrics=metrics)  # 1: not a multiple of 2
+    assert metrics.rows == []
     with caplog.at_level("INFO", logger="unimoco"):
-        knn_monitor(trainer)
-    expected = knn_evaluate(encoder, cfg, torch.device("cpu"))
-    assert trainer.metrics.rows == [
-        (20, {"knn_top1": expected["top1"], "knn_top5": expected["top5"]})
-    ]
+        knn_monitor(encoder, cfg, device, epoch=2, step=20, metrics=metrics)
+    expected = knn_evaluate(encoder, cfg, device)
+    assert metrics.rows == [(20, {"knn_top1": expected["top1"], "knn_top5": expected["top5"]})]
     assert 30.0 < expected["top1"] <= 100.0  # random features of digits are far above chance
     assert expected["num_train"] == 1437 and expected["num_val"] == 360
     assert encoder.training and "epoch 2: kNN top-1" in caplog.text

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-LOGGER_NAME = "unimoco"
+from ..log_names import LOGGER_NAME
 
 
 def setup_logger(output_dir: str | Path | None, is_main: bool) -> logging.Logger:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from .. import distributed as du
-from .logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 

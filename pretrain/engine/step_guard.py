@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import distributed as du
-from .logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 

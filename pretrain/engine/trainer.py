@@ -26,9 +26,10 @@ from ..config import ConfigError, config_hash
 from ..data.datasets import build_dataset
 from ..data.label_subset import apply_label_subset
 from ..eval.knn import knn_monitor
+from ..log_names import LOGGER_NAME
 from ..model.unimoco import UniMoCo
 from .data import build_epoch_batches, train_transform, wrap_train_dataset
-from .logging_utils import LOGGER_NAME, MetricsWriter, write_json
+from .logging_utils import MetricsWriter, write_json
 from .optim import build_optimizer
 from .preemption import Preempted, StopSignal
 from .progress import ProgressBar
@@ -295,7 +296,14 @@ class PretrainTrainer:
                 if self.state.step_in_epoch == self.steps_per_epoch:
                     self.state.epoch += 1
                     self.state.step_in_epoch = 0
-                    knn_monitor(self)
+                    knn_monitor(
+                        self.model.encoder_q,
+                        cfg,
+                        self.device,
+                        self.state.epoch,
+                        self.state.step,
+                        self.metrics,
+                    )
                     if self.state.step < self.total_steps:
                         self.save()
         finally:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .. import distributed as du
 from ..backbone import BackboneState, load_backbone_state
 from ..data.datasets import collate_skip_bad
-from ..engine.logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 from ..model.resnet import build_resnet, feature_dim
 
 logger = logging.getLogger(LOGGER_NAME)

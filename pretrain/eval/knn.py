@@ -8,7 +8,7 @@ the weights per class. Online every EVAL.KNN_PERIOD epochs of pretraining and as
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -16,19 +16,22 @@ import torch.nn.functional as F
 from fvcore.common.config import CfgNode
 
 from ..backbone import BackboneState
-from ..engine.logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 from ..model.resnet import feature_dim
 from .commands import run_command
 from .data import build_eval_splits
 from .features import EvalError, build_backbone, compute_outputs, pooled_features
 from .metrics import topk_accuracy
 
-if TYPE_CHECKING:
-    from ..engine.trainer import PretrainTrainer
-
 logger = logging.getLogger(LOGGER_NAME)
 
 QUERY_CHUNK = 1024  # queries per similarity matrix, to bound memory with a large bank
+
+
+class ScalarWriter(Protocol):
+    """Where the online monitor writes its accuracies (the run's ``MetricsWriter``)."""
+
+    def write(self, step: int, scalars: dict[str, float]) -> None: ...
 
 
 def knn_scores(
@@ -78,23 +81,29 @@ def knn_evaluate(model: nn.Module, cfg: CfgNode, device: torch.device) -> dict[s
     return {**topk_accuracy(scores, labels), "num_train": len(bank), "num_val": len(queries)}
 
 
-def knn_monitor(trainer: PretrainTrainer) -> None:
+def knn_monitor(
+    encoder: nn.Module,
+    cfg: CfgNode,
+    device: torch.device,
+    epoch: int,
+    step: int,
+    metrics: ScalarWriter,
+) -> None:
     """The online monitor, called by the pretraining loop after each epoch: every
-    EVAL.KNN_PERIOD epochs, kNN accuracy of the query encoder to the metrics and the log."""
-    period = trainer.cfg.EVAL.KNN_PERIOD
-    if not period or trainer.state.epoch % period:
+    EVAL.KNN_PERIOD epochs, kNN accuracy of ``encoder`` (the query encoder) to the metrics and
+    the log."""
+    period = cfg.EVAL.KNN_PERIOD
+    if not period or epoch % period:
         return
-    result = knn_evaluate(trainer.model.encoder_q, trainer.cfg, trainer.device)
-    trainer.metrics.write(
-        trainer.state.step, {"knn_top1": result["top1"], "knn_top5": result["top5"]}
-    )
+    result = knn_evaluate(encoder, cfg, device)
+    metrics.write(step, {"knn_top1": result["top1"], "knn_top5": result["top5"]})
     logger.info(
         "epoch %d: kNN top-1 %.2f  top-5 %.2f (k %d, T %g)",
-        trainer.state.epoch,
+        epoch,
         result["top1"],
         result["top5"],
-        trainer.cfg.EVAL.KNN_K,
-        trainer.cfg.EVAL.KNN_T,
+        cfg.EVAL.KNN_K,
+        cfg.EVAL.KNN_T,
     )
 
 

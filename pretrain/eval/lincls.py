@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from .. import distributed as du
 from ..backbone import BackboneState
-from ..engine.logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 from ..model.resnet import feature_dim
 from .commands import run_command
 from .data import (

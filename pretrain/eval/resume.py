@@ -16,8 +16,8 @@ import torch
 
 from .. import distributed as du
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..engine.logging_utils import LOGGER_NAME
 from ..engine.preemption import Preempted, StopSignal, stop_agreed
+from ..log_names import LOGGER_NAME
 from .features import EvalError
 
 logger = logging.getLogger(LOGGER_NAME)

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset
 from .. import distributed as du
 from ..backbone import BackboneState
 from ..data.label_subset import read_labeled_list, select_labeled, write_labeled_list
-from ..engine.logging_utils import LOGGER_NAME
+from ..log_names import LOGGER_NAME
 from .commands import run_command
 from .data import build_classifier_loader, build_eval_splits, classifier_train_transform
 from .features import HEAD_PREFIX, EvalError, build_classifier, compute_outputs
