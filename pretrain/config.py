@@ -19,7 +19,8 @@ _C.OUTPUT_DIR = "output/pretrain"
 _C.SEED = 0
 
 _C.DATA = CfgNode()
-# imagefolder | shapes | cifar10 | cifar100 | stl10 | digits (scikit-learn's UCI digits)
+# imagefolder | shapes | cifar10 | cifar100 | stl10 | digits (scikit-learn's UCI digits) |
+# fashion_mnist (the four IDX files; DATA.ROOT "" = Debian's /usr/share/datasets/fashion-mnist)
 _C.DATA.NAME = "imagefolder"
 # For imagefolder, the folder whose subfolders are the classes (ImageNet: its train/). For
 # cifar/stl10, the torchvision root. For shapes, the cache folder ("" = ~/.cache/unimoco/shapes).
@@ -51,6 +52,15 @@ _C.DATA.DIGITS = CfgNode()
 _C.DATA.DIGITS.SIZE = 32
 _C.DATA.DIGITS.NUM_TEST = 360
 _C.DATA.DIGITS.SPLIT_SEED = 0
+
+# Fashion-MNIST (DATA.NAME fashion_mnist), resized from 28 to SIZE px. NUM_TRAIN / NUM_TEST keep a
+# class-balanced subset of the published split (a multiple of 10; 0 = all 60,000 / 10,000), drawn
+# by SUBSET_SEED (not SEED), so runs of several seeds share it.
+_C.DATA.FASHION_MNIST = CfgNode()
+_C.DATA.FASHION_MNIST.SIZE = 32
+_C.DATA.FASHION_MNIST.NUM_TRAIN = 0
+_C.DATA.FASHION_MNIST.NUM_TEST = 0
+_C.DATA.FASHION_MNIST.SUBSET_SEED = 0
 
 _C.INPUT = CfgNode()
 _C.INPUT.SIZE = 224
@@ -224,7 +234,15 @@ def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> C
 def validate_cfg(cfg: CfgNode) -> None:
     """Values with a closed set of choices or a range; the error names the key."""
     choices = {
-        "DATA.NAME": ("imagefolder", "shapes", "cifar10", "cifar100", "stl10", "digits"),
+        "DATA.NAME": (
+            "imagefolder",
+            "shapes",
+            "cifar10",
+            "cifar100",
+            "stl10",
+            "digits",
+            "fashion_mnist",
+        ),
         "INPUT.AUG": ("v1", "v2"),
         "MODEL.ARCH": ("resnet18", "resnet34", "resnet50", "resnet101"),
         "MODEL.HEAD": ("fc", "mlp"),
@@ -261,6 +279,18 @@ def validate_cfg(cfg: CfgNode) -> None:
             f"DATA.DIGITS = (SIZE {digits.SIZE}, NUM_TEST {digits.NUM_TEST}, SPLIT_SEED "
             f"{digits.SPLIT_SEED}); expected SIZE >= 8 (the native size), NUM_TEST in 10..1787 "
             "(each of the 10 classes on both sides of the 1,797 images) and SPLIT_SEED >= 0"
+        )
+    fashion = cfg.DATA.FASHION_MNIST
+    for key, limit in (("NUM_TRAIN", 60000), ("NUM_TEST", 10000)):
+        if fashion[key] % 10 or not 0 <= fashion[key] <= limit:
+            raise ConfigError(
+                f"DATA.FASHION_MNIST.{key} = {fashion[key]}; expected a multiple of 10 (the "
+                f"subset is class-balanced) from 10 to {limit}, or 0 for the whole split"
+            )
+    if fashion.SIZE < 14 or fashion.SUBSET_SEED < 0:
+        raise ConfigError(
+            f"DATA.FASHION_MNIST = (SIZE {fashion.SIZE}, SUBSET_SEED {fashion.SUBSET_SEED}); "
+            "expected SIZE >= 14 and SUBSET_SEED >= 0"
         )
     if cfg.EVAL.KNN_PERIOD and cfg.DATA.NAME == "imagefolder" and not cfg.DATA.VAL_ROOT:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""Datasets: ImageNet-layout folders, the generated shapes, CIFAR-10/100, STL-10, digits.
+"""Datasets: ImageNet-layout folders, the generated shapes, CIFAR-10/100, STL-10, digits and
+Fashion-MNIST.
 
 All return ``(image, target)`` (target -1 = unlabeled) and expose ``targets``, ``classes`` and
 ``sample_ids`` (the names labeled-subset lists use). An image that cannot be decoded comes back
@@ -21,12 +22,14 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from .digits import DigitsDataset
+from .fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from .fashion_mnist import FashionMNISTDataset, IdxFormatError
 from .shapes import default_shapes_root, ensure_shapes_imagefolder
 
 logger = logging.getLogger("unimoco.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DATASET_NAMES = ("imagefolder", "shapes", "cifar10", "cifar100", "stl10", "digits")
+DATASET_NAMES = ("imagefolder", "shapes", "cifar10", "cifar100", "stl10", "digits", "fashion_mnist")
 SPLITS = ("train", "val")
 STL10_CLASSES = (
     "airplane",
@@ -279,6 +282,19 @@ def build_dataset(cfg: CfgNode, split: str, transform: Transform | None = None) 
     if name == "digits":
         digits = cfg.DATA.DIGITS
         return DigitsDataset(split, digits.SIZE, digits.NUM_TEST, digits.SPLIT_SEED, transform)
+    if name == "fashion_mnist":
+        fashion = cfg.DATA.FASHION_MNIST
+        try:
+            return FashionMNISTDataset(
+                cfg.DATA.ROOT or FASHION_MNIST_ROOT,
+                split,
+                fashion.SIZE,
+                fashion.NUM_TRAIN if train else fashion.NUM_TEST,
+                fashion.SUBSET_SEED,
+                transform,
+            )
+        except IdxFormatError as err:
+            raise DatasetError(str(err)) from None
     if name not in DATASET_NAMES:
         raise DatasetError(f"DATA.NAME = {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if not cfg.DATA.ROOT:
