@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU throughput table of docs/benchmarks.md (issue 5): `unimoco bench` on one GPU for the
+# The GPU throughput table of docs/benchmarks.md: `unimoco bench` on one GPU for the
 # CPU data path, the GPU data path, the GPU path with torch.compile (profiled for host syncs),
 # the same with InfoNCE (what the label queue and UniCon cost) and without the non-finite-loss
 # guard (what its host sync per step costs), then the table.
@@ -27,7 +27,7 @@ if [[ ${TINY:-0} == 1 ]]; then
   COMMON=(MODEL.ARCH resnet18 INPUT.SIZE 32 SOLVER.BATCH_SIZE 8 MOCO.K 16 MOCO.BN_SPLITS 2
     DATA.NUM_WORKERS 0 BENCH.NUM_IMAGES 64 BENCH.IMAGE_SIZE 64 BENCH.WARMUP_STEPS 1)
 else
-  # The issue's setting: R50, 224 px, batch 256, queue 65536, MoCo v2 augmentation, bf16.
+  # The benchmark setting (ImageNet MoCo v2 training): R50, 224 px, batch 256, queue 65536, MoCo v2 augmentation, bf16.
   STEPS=${STEPS:-20}
   COMMON=(MODEL.ARCH resnet50 INPUT.SIZE 224 SOLVER.BATCH_SIZE 256 MOCO.K 65536 INPUT.AUG v2
     DATA.NUM_WORKERS 16 MODEL.CHANNELS_LAST True BENCH.NUM_IMAGES 8000 BENCH.IMAGE_SIZE 400
