@@ -2,9 +2,13 @@
 
 The source folders are mapped onto namespaced import names (``pretrain/`` -> ``unimoco.pretrain``,
 ``transfer/`` -> ``unimoco.transfer``, ``pipeline/`` -> ``unimoco.pipeline``, ``tools/`` ->
-``unimoco``), the way detectron2 maps its ``projects/``, so that nothing collides with the
-``pretrain.py`` files in users' own trees.
+``unimoco``, ``configs/`` -> ``unimoco.configs`` with its YAML files as package data), the way
+detectron2 maps its ``projects/``, so that nothing collides with the ``pretrain.py`` files in
+users' own trees. The version is the one in ``tools/__init__.py``.
 """
+
+import re
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -13,7 +17,13 @@ PACKAGE_ROOTS = {
     "unimoco.pretrain": "pretrain",
     "unimoco.transfer": "transfer",
     "unimoco.pipeline": "pipeline",
+    "unimoco.configs": "configs",
 }
+
+
+def _version() -> str:
+    text = (Path(__file__).parent / "tools" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "(.+)"$', text, re.M).group(1)
 
 
 def _packages() -> list[str]:
@@ -26,11 +36,12 @@ def _packages() -> list[str]:
 
 setup(
     name="unimoco",
-    version="0.1.0",
+    version=_version(),
     description="UniMoCo / MoCo pretraining of ResNets and their transfer to detectron2",
     python_requires=">=3.10",
     packages=_packages(),
     package_dir=PACKAGE_ROOTS,
+    package_data={"unimoco.configs": ["*/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

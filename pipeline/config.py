@@ -9,25 +9,26 @@ prefix, any key of a stage's config (``PRETRAIN.SOLVER.EPOCHS 2``, ``DETECT.SOLV
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from fvcore.common.config import CfgNode
+
+from ..configs import BuiltinBaseMixin, UnknownConfigError, resolve_config_file, resolve_relative
 
 BASELINE_NAMES = ("random", "supervised")
 _STAGE_FILES = ("PRETRAIN", "DETECT")
 
 
-class _PipelineCfgNode(CfgNode):
+class _PipelineCfgNode(BuiltinBaseMixin, CfgNode):
     """A ``CfgNode`` whose stage config paths in a YAML file are relative to that file (as
-    ``_BASE_`` is), at every level of a ``_BASE_`` chain."""
+    ``_BASE_`` is) or name built-in configs, at every level of a ``_BASE_`` chain."""
 
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
         loaded = super().load_yaml_with_base(filename, allow_unsafe)
         for section in _STAGE_FILES:
             value = (loaded.get(section) or {}).get("CONFIG_FILE")
-            if value and not Path(value).is_absolute():
-                loaded[section]["CONFIG_FILE"] = str(Path(filename).parent / value)
+            if value:
+                loaded[section]["CONFIG_FILE"] = resolve_relative(value, filename)
         return loaded
 
 
@@ -35,8 +36,8 @@ _C = _PipelineCfgNode()
 _C.OUTPUT_DIR = "output/pipeline"
 
 _C.PRETRAIN = _PipelineCfgNode()
-# A pretraining config (unimoco pretrain); relative to the YAML file that names it (on the command
-# line: to the current folder).
+# A pretraining config (unimoco pretrain): a path relative to the YAML file that names it (on the
+# command line: to the current folder) or a built-in config's name (pretrain/shapes_demo).
 _C.PRETRAIN.CONFIG_FILE = ""
 # KEY VALUE overrides of that config, e.g. ["SOLVER.EPOCHS", 8].
 _C.PRETRAIN.OPTS = []
@@ -49,7 +50,7 @@ _C.EVAL.LINCLS = True
 _C.EVAL.OPTS = ["LINCLS.MODE", "fast"]
 
 _C.DETECT = _PipelineCfgNode()
-# A detection config (unimoco detect); relative paths as for PRETRAIN.CONFIG_FILE.
+# A detection config (unimoco detect): a path or a name, as for PRETRAIN.CONFIG_FILE.
 _C.DETECT.CONFIG_FILE = ""
 _C.DETECT.OPTS = []
 
@@ -94,9 +95,10 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, list
 def load_pipeline_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNode:
     """Defaults merged with ``config_file`` (``_BASE_`` allowed) and the overrides; stage
     config paths resolved to existing files."""
-    path = Path(config_file)
-    if not path.is_file():
-        raise PipelineConfigError(f"pipeline config file {config_file!r} does not exist")
+    try:
+        path = resolve_config_file(config_file)
+    except UnknownConfigError as err:
+        raise PipelineConfigError(f"pipeline {err}") from None
     cfg = get_pipeline_cfg()
     try:
         cfg.merge_from_file(str(path))
@@ -130,6 +132,7 @@ def _existing_file(cfg: CfgNode, section: str) -> str:
     value = cfg[section].CONFIG_FILE
     if not value:
         raise PipelineConfigError(f"{section}.CONFIG_FILE is empty; expected a config file")
-    if not Path(value).is_file():
-        raise PipelineConfigError(f"{section}.CONFIG_FILE = {value!r}: no such file")
-    return str(Path(value).resolve())
+    try:
+        return str(resolve_config_file(value).resolve())
+    except UnknownConfigError as err:
+        raise PipelineConfigError(f"{section}.CONFIG_FILE: {err}") from None

@@ -23,6 +23,8 @@ class JobRecord:
     started: float = 0.0
     finished: float = 0.0
     wall_time_s: float = 0.0
+    # The unimoco version that ran the job ("" in records written before it was kept).
+    unimoco_version: str = ""
 
 
 def job_hash(*parts: str) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__
 from .jobs import STAGE_CONFIG, STAGES, Job
 from .record import JobRecord, finished_record, write_record
 
@@ -42,7 +43,7 @@ def run_job(job: Job) -> JobRecord:
     outputs = job.run(job)
     finished = time.time()
     record = JobRecord(
-        job.stage, job.name, job.hash, outputs, started, finished, finished - started
+        job.stage, job.name, job.hash, outputs, started, finished, finished - started, __version__
     )
     write_record(job.folder, record)
     return record

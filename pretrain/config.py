@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import yaml
 from fvcore.common.config import CfgNode
+
+from ..configs import ConfigNode, UnknownConfigError, resolve_config_file
 
 _C = CfgNode()
 
@@ -203,17 +204,19 @@ class ConfigError(ValueError):
 
 
 def get_cfg() -> CfgNode:
-    """A fresh copy of the defaults (MoCo v2, UniCon loss, no labels)."""
-    return _C.clone()
+    """A fresh copy of the defaults (MoCo v2, UniCon loss, no labels), whose ``_BASE_`` may name
+    a built-in config."""
+    return ConfigNode(_C)
 
 
 def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
     """Defaults, merged with ``config_file`` (``_BASE_`` chains allowed), then KEY VALUE pairs."""
     cfg = get_cfg()
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {config_file!r} does not exist")
+        try:
+            path = resolve_config_file(config_file)
+        except UnknownConfigError as err:
+            raise ConfigError(str(err)) from None
         try:
             cfg.merge_from_file(str(path))
         except (KeyError, AssertionError, ValueError, TypeError, yaml.YAMLError) as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from . import __version__
 from .third_party import quiet_known_warnings
 
 # name -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
@@ -21,12 +22,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("unimoco.transfer.convert", "backbone checkpoint -> detectron2 / torchvision"),
     "detect": ("unimoco.transfer.detect", "fine-tune and evaluate a detectron2 detector"),
     "pipeline": ("unimoco.pipeline.command", "pretrain -> evaluate -> convert -> detect -> report"),
+    "configs": ("unimoco.list_configs", "the built-in configs, by the names --config-file takes"),
 }
 
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: unimoco COMMAND [ARGS ...]", "", "commands:"]
+    lines = ["usage: unimoco COMMAND [ARGS ...] | unimoco --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run 'unimoco COMMAND --help' for a command's options."]
     return "\n".join(lines)
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"unimoco {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

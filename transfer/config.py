@@ -4,9 +4,10 @@ and ``KEY VALUE`` overrides; unknown keys are errors naming the key and the file
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from detectron2.config import CfgNode, get_cfg
+
+from ..configs import BuiltinBaseMixin, UnknownConfigError, resolve_config_file
 
 # Roots of the MODEL subtrees whose NORM key selects BN / SyncBN.
 _NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
@@ -17,6 +18,10 @@ _SYNC_NORMS = ("SyncBN", "naiveSyncBN")
 
 class DetectionConfigError(ValueError):
     """A detection config file or override that does not fit the defaults."""
+
+
+class _DetectionCfgNode(BuiltinBaseMixin, CfgNode):
+    """detectron2's ``CfgNode`` whose ``_BASE_`` may name a built-in config."""
 
 
 def add_unimoco_config(cfg: CfgNode) -> None:
@@ -39,10 +44,13 @@ def load_detection_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNo
     """detectron2's defaults with ours, merged with ``config_file`` and ``KEY VALUE`` pairs."""
     cfg = get_cfg()
     add_unimoco_config(cfg)
-    if not Path(config_file).is_file():
-        raise DetectionConfigError(f"config file {config_file!r} does not exist")
+    cfg = _DetectionCfgNode(cfg)
     try:
-        cfg.merge_from_file(config_file)
+        path = resolve_config_file(config_file)
+    except UnknownConfigError as err:
+        raise DetectionConfigError(str(err)) from None
+    try:
+        cfg.merge_from_file(str(path))
     except (KeyError, ValueError) as err:  # unknown key / value of the wrong type
         raise DetectionConfigError(f"{config_file}: {err.args[0]}") from None
     if len(overrides) % 2:

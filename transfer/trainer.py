@@ -19,6 +19,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDete
 from detectron2.utils import comm
 
 import unimoco.transfer.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from unimoco import __version__
 from unimoco.pretrain.engine.preemption import Preempted, StopSignal
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.datasets import DatasetError
@@ -113,10 +114,12 @@ class Trainer(DefaultTrainer):
 
 def write_final_metrics(cfg: CfgNode, results: Mapping[str, Any]) -> Path:
     """``OUTPUT_DIR/final_metrics.json``: ``{"results": {dataset: {task: {metric: value}}}}``
-    plus the weights and iterations; NaN (no ground truth for a class) is written as null."""
+    plus the weights, iterations and unimoco version; NaN (no ground truth for a class) is
+    written as null."""
     if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
         results = {cfg.DATASETS.TEST[0]: results}  # detectron2 unwraps a single data set
     payload = {
+        "unimoco_version": __version__,
         "weights": cfg.MODEL.WEIGHTS,
         "max_iter": cfg.SOLVER.MAX_ITER,
         "results": _plain(results),

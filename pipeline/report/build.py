@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode
 
+from ... import __version__
 from .document import Block, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from .plots import plot_detection, plot_knn, plot_training
 from .results import BACKBONE_LABELS, CLASSIFICATION_COLUMNS, DETECTION_METRICS, Results
@@ -91,7 +92,8 @@ def build_blocks(results: Results, cfg: CfgNode, plot_dir: Path) -> list[Block]:
         Paragraph(headline(results)),
         Paragraph(
             "Every backbone is evaluated and fine-tuned with the same recipe; each stage's "
-            f"outputs are in {cfg.OUTPUT_DIR}/<stage>/<backbone>/."
+            f"outputs are in {cfg.OUTPUT_DIR}/<stage>/<backbone>/. Written by unimoco "
+            f"{__version__}."
         ),
     ]
     table = classification_table(results)

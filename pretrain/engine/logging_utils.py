@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ... import __version__
 from ..log_names import LOGGER_NAME
 
 
@@ -63,8 +64,10 @@ class MetricsWriter:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write a small JSON file atomically (temp file + rename)."""
+    """Write a small JSON file atomically (temp file + rename), stamped with the unimoco version
+    that wrote it (``unimoco_version``), so that results can be traced to the code."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    stamped = {"unimoco_version": __version__, **data}
+    tmp.write_text(json.dumps(stamped, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
