@@ -60,7 +60,7 @@ def normalize(img: Image.Image) -> torch.Tensor:
 
 
 def manual_v2(img: Image.Image, size: int, scale: tuple[float, float]) -> torch.Tensor:
-    """DESIGN §3's MoCo v2 recipe written out, drawing random numbers as torchvision does."""
+    """MoCo v2's recipe (docs/methods.md §1), drawing random numbers as torchvision does."""
     img = crop(img, size, scale)
     torch.rand(1)  # RandomApply's draw for the colour jitter
     img = jitter(img, 0.4, 0.4, 0.4, 0.1)

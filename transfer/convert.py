@@ -1,7 +1,7 @@
 """``unimoco convert``: a pretrained ResNet backbone to detectron2 (.pkl) or torchvision (.pth).
 
 Reads our checkpoints, official MoCo / UniMoCo ones and torchvision state dicts (see
-:mod:`unimoco.pretrain.backbone`), drops the heads and renames the backbone (DESIGN §4).
+:mod:`unimoco.pretrain.backbone`), drops the heads and renames the backbone (docs/methods.md §5).
 """
 
 from __future__ import annotations

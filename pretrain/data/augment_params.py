@@ -21,7 +21,7 @@ _CROP_ATTEMPTS = 10
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """The distributions of one MoCo augmentation (DESIGN §3); v2 by default."""
+    """The distributions of one MoCo augmentation (docs/methods.md §1); v2 by default."""
 
     size: int
     scale: tuple[float, float] = (0.2, 1.0)

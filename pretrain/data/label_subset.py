@@ -1,4 +1,4 @@
-"""Labeled subsets for UniMoCo: which images keep their label (DESIGN §3).
+"""Labeled subsets for UniMoCo: which images keep their label (docs/methods.md §2).
 
 Either a seeded class-balanced fraction of every class, or a user's list of files (UniMoCo's
 and SimCLR's subset lists). The subset in force is written out so that a run can be repeated.

@@ -1,4 +1,4 @@
-"""Augmentations of MoCo v1 and v2 (DESIGN §3), the two-crop wrapper and the eval transform."""
+"""MoCo v1 and v2 augmentations (docs/methods.md §1), the two-crop wrapper, the eval transform."""
 
 from __future__ import annotations
 
