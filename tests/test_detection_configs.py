@@ -117,7 +117,9 @@ def test_unknown_keys_and_bad_overrides_are_named(tmp_path):
         _cfg("shapes_voc_R_18_C4.yaml", "SOLVER.MAX_ITERS", "10")
     with pytest.raises(DetectionConfigError, match="odd number"):
         _cfg("shapes_voc_R_18_C4.yaml", "SOLVER.MAX_ITER")
-    with pytest.raises(DetectionConfigError, match=r"missing\.yaml.*does not exist"):
+    with pytest.raises(
+        DetectionConfigError, match=r"missing\.yaml.*neither a file nor a built-in config"
+    ):
         load_detection_cfg(str(tmp_path / "missing.yaml"))
 
 
