@@ -4,10 +4,13 @@ convert, fine-tune detection and report, in one output folder, skipping finished
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from fvcore.common.config import CfgNode
+
+from unimoco.pretrain.engine.command import Command
 
 from .config import PipelineConfigError, load_pipeline_cfg
 from .jobs import STAGES, Job, StageFailed
@@ -19,6 +22,8 @@ from .report.results import collect_results
 from .runner import run_jobs
 
 LOG_FILE = "pipeline.log"
+LOCK_FILE = "pipeline.lock"
+PIPELINE_LOGGER = "unimoco.pipeline"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,23 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the pipeline; 2 on a bad config (naming the key), 1 when a stage fails."""
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load_pipeline_cfg(args.config_file, args.opts)
-        jobs = build_jobs(cfg, lambda job: _report(job, cfg))
-    except PipelineConfigError as err:
-        print(f"unimoco pipeline: {err}", file=sys.stderr)
-        return 2
+    command = Command(
+        "pipeline",
+        build_parser(),
+        _load,
+        _run,
+        lock_file=LOCK_FILE,
+        statuses={PipelineConfigError: 2, StageFailed: 1},
+        logger_name=PIPELINE_LOGGER,
+    )
+    return command.main(argv)
+
+
+def _load(args: argparse.Namespace) -> CfgNode:
+    """The pipeline config, with every stage's config checked (by planning the jobs) before
+    anything is written."""
+    cfg = load_pipeline_cfg(args.config_file, args.opts)
+    build_jobs(cfg, lambda job: _report(job, cfg))
+    return cfg
+
+
+def _run(args: argparse.Namespace, cfg: CfgNode) -> int:
+    jobs = build_jobs(cfg, lambda job: _report(job, cfg))
     output_dir = Path(cfg.OUTPUT_DIR)
-    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "pipeline.yaml").write_text(cfg.dump())
-    say = _sayer(output_dir / LOG_FILE)
+    say = pipeline_logger(output_dir / LOG_FILE).info
     say(f"pipeline {args.config_file}: {len(jobs)} jobs into {output_dir}")
-    try:
-        run_jobs(jobs, args.from_stage, say)
-    except StageFailed as err:
-        say(f"unimoco pipeline: {err}")
-        return 1
+    run_jobs(jobs, args.from_stage, say)
     results = collect_results(output_dir, backbone_names(cfg), [])
     for table in (classification_table(results), detection_table(results)):
         if table is not None:
@@ -80,13 +95,19 @@ def _report(job: Job, cfg: CfgNode) -> dict[str, str]:
     return {"markdown": f"../{markdown.name}", "html": f"../{page.name}"}
 
 
-def _sayer(log_file: Path):
-    def say(message: str) -> None:
-        print(message, flush=True)
-        with open(log_file, "a") as f:
-            f.write(message + "\n")
-
-    return say
+def pipeline_logger(log_file: Path) -> logging.Logger:
+    """The pipeline's own log: plain lines to stdout and appended to ``log_file`` (the stages
+    log to their folders through the ``unimoco`` logger)."""
+    logger = logging.getLogger(PIPELINE_LOGGER)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_file)):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger
 
 
 if __name__ == "__main__":

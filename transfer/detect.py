@@ -4,7 +4,6 @@ on GPUs with detectron2's launcher (multi-GPU, multi-machine)."""
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from unimoco.pretrain.engine.preemption import Preempted
+from unimoco.pretrain.engine.command import ArgumentError, Command
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
 from unimoco.transfer.datasets import DatasetError, register_datasets
@@ -69,22 +68,31 @@ def main(argv: list[str]) -> int:
     done, 1 bad input, 128 + N stopped by signal N after a checkpoint (``--resume`` continues)."""
     parser = default_argument_parser()
     parser.prog = "unimoco detect"
-    args = parser.parse_args(argv)
+    command = Command(
+        "detect",
+        parser,
+        _load,
+        _launch,
+        statuses={DetectionConfigError: 1, DatasetError: 1},
+        logger_name=logger.name,
+    )
+    return command.main(argv)
+
+
+def _load(args: Any) -> CfgNode:
+    """The config, checked here before any process is started (each process loads its own)."""
     if not args.config_file:
-        parser.error("--config-file is required")
-    try:
-        launch(
-            run,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (DetectionConfigError, DatasetError) as err:
-        print(f"unimoco detect: error: {err}", file=sys.stderr)
-        return 1
-    except Preempted as err:
-        logger.warning(f"unimoco detect: {err}")
-        return err.exit_code
+        raise ArgumentError("--config-file is required")
+    return load_detection_cfg(args.config_file, args.opts or [])
+
+
+def _launch(args: Any, cfg: CfgNode) -> int:
+    launch(
+        run,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
     return 0

@@ -26,9 +26,9 @@ from fvcore.common.config import CfgNode
 from torch.profiler import ProfilerActivity, profile
 
 from .. import distributed as du
-from ..config import ConfigError, load_cfg
 from ..data.datasets import DatasetError
 from ..data.shapes import default_shapes_root, ensure_shapes_imagefolder
+from .command import ArgumentError, Command, config_parser, load_pretrain_cfg
 from .data import build_epoch_batches, view_layout
 from .flops import train_flops_per_image
 from .logging_utils import setup_logger, write_json
@@ -48,12 +48,11 @@ PROFILED_STEPS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="unimoco bench",
-        description="Pretraining throughput: data alone, model step alone, end to end. Prints "
+    parser = config_parser(
+        "unimoco bench",
+        "Pretraining throughput: data alone, model step alone, end to end. Prints "
         "img/s, data-wait fraction, peak memory and model FLOP utilisation; BENCH.* keys tune it.",
     )
-    parser.add_argument("--config-file", default=None, metavar="FILE", help="YAML config")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per phase (20)")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results")
     parser.add_argument(
@@ -61,9 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE.json",
         help="profile two model steps: write their Chrome trace, count host synchronisations",
-    )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE pairs"
     )
     return parser
 
@@ -340,29 +336,29 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _load(args: argparse.Namespace) -> CfgNode:
     if args.steps < 1:
-        print(f"unimoco bench: --steps = {args.steps}; expected at least 1", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_cfg(args.config_file, args.opts)
-    except ConfigError as err:
-        print(f"unimoco bench: {err}", file=sys.stderr)
-        return 2
-    device = du.init_from_env()
-    logger = setup_logger(None, du.is_main_process())
-    try:
-        result = run_bench(cfg, device, args.steps, args.trace)
-    except (ConfigError, DatasetError) as err:
-        logger.error("unimoco bench: %s", err)
-        return 2
+        raise ArgumentError(f"--steps = {args.steps}; expected at least 1")
+    return load_pretrain_cfg(args)
+
+
+def _run(args: argparse.Namespace, cfg: CfgNode) -> int:
+    setup_logger(None, du.is_main_process())
+    result = run_bench(cfg, du.init_from_env(), args.steps, args.trace)
     if du.is_main_process():
         print(format_report(result))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             write_json(args.out, result)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time the pretraining config; 2 on bad input."""
+    command = Command(
+        "bench", build_parser(), _load, _run, statuses={DatasetError: 2}, torchrun=True
+    )
+    return command.main(argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ stop cleanly on SIGTERM / SIGINT and continue with ``--resume``."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,31 +16,30 @@ from fvcore.common.config import CfgNode
 from .. import distributed as du
 from ..backbone import BackboneFormatError
 from ..checkpoint import CheckpointError
-from ..config import ConfigError, load_cfg
 from ..data.datasets import DatasetError
 from ..data.label_subset import LabeledListError
+from ..engine.command import Command, config_parser, load_pretrain_cfg
 from ..engine.logging_utils import setup_logger, write_json
-from ..engine.preemption import Preempted, StopSignal
-from ..engine.run_lock import RunLockError, lock_on_main
+from ..engine.preemption import StopSignal
 from .features import EvalError, resolve_backbone
 from .resume import EpochCheckpoint
 
 # (backbone, config, device[, epochs=EpochCheckpoint]) -> metrics with "top1" and "top5" (%)
 Evaluate = Callable[..., dict]
-INPUT_ERRORS = (
-    CheckpointError,
-    ConfigError,
-    DatasetError,
-    LabeledListError,
-    BackboneFormatError,
-    EvalError,
-)
+# Bad input besides the config's (exit status 2).
+STATUSES = {
+    CheckpointError: 2,
+    DatasetError: 2,
+    LabeledListError: 2,
+    BackboneFormatError: 2,
+    EvalError: 2,
+}
 
 
 def build_parser(command: str, description: str, resumable: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"unimoco {command}",
-        description=f"{description}. Reads our checkpoints, official MoCo / UniMoCo ones and "
+    parser = config_parser(
+        f"unimoco {command}",
+        f"{description}. Reads our checkpoints, official MoCo / UniMoCo ones and "
         f"torchvision ResNet weights; writes OUTPUT_DIR/{command}_metrics.json. Multi-GPU: "
         f"torchrun --nproc_per_node N -m unimoco.cli {command} ...",
         epilog="Exit status: 0 done; 2 bad input or OUTPUT_DIR in use by another run"
@@ -50,6 +48,7 @@ def build_parser(command: str, description: str, resumable: bool) -> argparse.Ar
             if resumable
             else ""
         ),
+        config_help="YAML config (the pretraining one)",
     )
     if resumable:
         parser.add_argument(
@@ -64,12 +63,6 @@ def build_parser(command: str, description: str, resumable: bool) -> argparse.Ar
         action="store_true",
         help="a randomly initialised MODEL.ARCH (seeded by SEED): the baseline",
     )
-    parser.add_argument(
-        "--config-file", default=None, metavar="FILE", help="YAML config (the pretraining one)"
-    )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE pairs"
-    )
     return parser
 
 
@@ -82,28 +75,25 @@ def run_command(
 ) -> int:
     """Parse ``argv``, lock the output directory, load the backbone, run ``evaluate`` (given an
     :class:`EpochCheckpoint` when ``resumable``); 2 on bad input, with its reason."""
-    args = build_parser(command, description, resumable).parse_args(argv)
-    try:
-        cfg = load_cfg(args.config_file, args.opts)
-    except ConfigError as err:
-        print(f"unimoco {command}: {err}", file=sys.stderr)
-        return 2
-    device = du.init_from_env()
-    try:
-        lock = lock_on_main(cfg.OUTPUT_DIR, f"{command}.lock")
-    except RunLockError as err:
-        print(f"unimoco {command}: {err}", file=sys.stderr)
-        return 2
-    try:
+
+    def run(args: argparse.Namespace, cfg: CfgNode) -> int:
+        device = du.init_from_env()
         with StopSignal() as stop:
             extra = {}
             if resumable:
                 path = Path(cfg.OUTPUT_DIR) / f"{command}_last.pth"
                 extra["epochs"] = EpochCheckpoint(path, args.resume, stop, device)
             return _evaluate(command, args, cfg, device, evaluate, extra)
-    finally:
-        if lock is not None:
-            lock.release()
+
+    return Command(
+        command,
+        build_parser(command, description, resumable),
+        load_pretrain_cfg,
+        run,
+        lock_file=f"{command}.lock",
+        statuses=STATUSES,
+        torchrun=True,
+    ).main(argv)
 
 
 def _evaluate(
@@ -120,18 +110,11 @@ def _evaluate(
     if du.is_main_process():
         (output_dir / f"{command}_config.yaml").write_text(cfg.dump())
     start = time.perf_counter()
-    try:
-        torch.manual_seed(cfg.SEED)  # the head's init; crops and shuffles have their own seeds
-        state = resolve_backbone(args.checkpoint, cfg)
-        source = args.checkpoint or "random init"
-        logger.info("%s: %s from %s (%s)", command, state.arch, source, state.source_format)
-        metrics = evaluate(state, cfg, device, **extra)
-    except INPUT_ERRORS as err:
-        logger.error("unimoco %s: %s", command, err)
-        return 2
-    except Preempted as err:
-        logger.warning("unimoco %s: %s", command, err)
-        return err.exit_code
+    torch.manual_seed(cfg.SEED)  # the head's init; crops and shuffles have their own seeds
+    state = resolve_backbone(args.checkpoint, cfg)
+    source = args.checkpoint or "random init"
+    logger.info("%s: %s from %s (%s)", command, state.arch, source, state.source_format)
+    metrics = evaluate(state, cfg, device, **extra)
     result = {
         **metrics,
         "checkpoint": source,
