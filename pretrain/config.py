@@ -13,6 +13,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..configs import ConfigNode, UnknownConfigError, resolve_config_file
+from .config_checks import ConfigError, FloatLikeMixin, check_config
 
 _C = CfgNode()
 
@@ -199,14 +200,15 @@ _C.BENCH.IMAGE_SIZE = 256
 _C.BENCH.STEP_GUARD = True
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the defaults."""
+class PretrainCfgNode(FloatLikeMixin, ConfigNode):
+    """The pretraining config's node: ``_BASE_`` may name a built-in config, and a whole number
+    is taken where the default is a float."""
 
 
 def get_cfg() -> CfgNode:
     """A fresh copy of the defaults (MoCo v2, UniCon loss, no labels), whose ``_BASE_`` may name
     a built-in config."""
-    return ConfigNode(_C)
+    return PretrainCfgNode(_C)
 
 
 def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
@@ -235,91 +237,12 @@ def load_cfg(config_file: str | None = None, overrides: Sequence[str] = ()) -> C
 
 
 def validate_cfg(cfg: CfgNode) -> None:
-    """Values with a closed set of choices or a range; the error names the key."""
-    choices = {
-        "DATA.NAME": (
-            "imagefolder",
-            "shapes",
-            "cifar10",
-            "cifar100",
-            "stl10",
-            "digits",
-            "fashion_mnist",
-        ),
-        "INPUT.AUG": ("v1", "v2"),
-        "MODEL.ARCH": ("resnet18", "resnet34", "resnet50", "resnet101"),
-        "MODEL.HEAD": ("fc", "mlp"),
-        "LOSS.NAME": ("unicon", "infonce"),
-        "SOLVER.SCHEDULE": ("cosine", "step"),
-        "SOLVER.OPTIMIZER": ("sgd", "adamw"),
-        "LOG.PROGRESS": ("auto", "on", "off"),
-        "LINCLS.MODE": ("standard", "fast"),
-        "SEMISUP.SCHEDULE": ("cosine", "step"),
-        "DATA.PIPELINE": ("cpu", "gpu"),
-    }
-    for key, allowed in choices.items():
-        value = _lookup(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(allowed)}")
-    if not 0.0 <= cfg.DATA.LABEL_RATIO <= 1.0:
-        raise ConfigError(f"DATA.LABEL_RATIO = {cfg.DATA.LABEL_RATIO}; expected a value in [0, 1]")
-    if not 0.0 < cfg.SEMISUP.LABEL_RATIO <= 1.0:
-        raise ConfigError(
-            f"SEMISUP.LABEL_RATIO = {cfg.SEMISUP.LABEL_RATIO}; expected a value in (0, 1]"
-        )
-    positive = ("MOCO.K", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "MOCO.BN_SPLITS", "INPUT.SIZE")
-    positive += ("EVAL.KNN_K", "EVAL.BATCH_SIZE", "LINCLS.EPOCHS", "LINCLS.BATCH_SIZE")
-    positive += ("SEMISUP.EPOCHS", "SEMISUP.BATCH_SIZE", "SOLVER.MAX_NONFINITE")
-    for key in positive:
-        if _lookup(cfg, key) < 1:
-            raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive integer")
-    for key in ("MOCO.T", "CO2.T", "EVAL.KNN_T"):
-        if _lookup(cfg, key) <= 0:
-            raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a positive temperature")
-    digits = cfg.DATA.DIGITS
-    if digits.SIZE < 8 or not 10 <= digits.NUM_TEST <= 1787 or digits.SPLIT_SEED < 0:
-        raise ConfigError(
-            f"DATA.DIGITS = (SIZE {digits.SIZE}, NUM_TEST {digits.NUM_TEST}, SPLIT_SEED "
-            f"{digits.SPLIT_SEED}); expected SIZE >= 8 (the native size), NUM_TEST in 10..1787 "
-            "(each of the 10 classes on both sides of the 1,797 images) and SPLIT_SEED >= 0"
-        )
-    fashion = cfg.DATA.FASHION_MNIST
-    for key, limit in (("NUM_TRAIN", 60000), ("NUM_TEST", 10000)):
-        if fashion[key] % 10 or not 0 <= fashion[key] <= limit:
-            raise ConfigError(
-                f"DATA.FASHION_MNIST.{key} = {fashion[key]}; expected a multiple of 10 (the "
-                f"subset is class-balanced) from 10 to {limit}, or 0 for the whole split"
-            )
-    if fashion.SIZE < 14 or fashion.SUBSET_SEED < 0:
-        raise ConfigError(
-            f"DATA.FASHION_MNIST = (SIZE {fashion.SIZE}, SUBSET_SEED {fashion.SUBSET_SEED}); "
-            "expected SIZE >= 14 and SUBSET_SEED >= 0"
-        )
-    if cfg.EVAL.KNN_PERIOD and cfg.DATA.NAME == "imagefolder" and not cfg.DATA.VAL_ROOT:
-        raise ConfigError(
-            f"EVAL.KNN_PERIOD = {cfg.EVAL.KNN_PERIOD} needs a held-out split: DATA.VAL_ROOT is "
-            "empty; expected the validation folder (same class subfolders as DATA.ROOT)"
-        )
-    for key in ("BENCH.WARMUP_STEPS", "BENCH.PEAK_TFLOPS"):
-        if _lookup(cfg, key) < 0:
-            raise ConfigError(f"{key} = {_lookup(cfg, key)}; expected a value >= 0")
-    if cfg.BENCH.NUM_IMAGES < 10 or cfg.BENCH.IMAGE_SIZE < 24:
-        raise ConfigError(
-            f"BENCH.NUM_IMAGES = {cfg.BENCH.NUM_IMAGES}, BENCH.IMAGE_SIZE = "
-            f"{cfg.BENCH.IMAGE_SIZE}; expected at least 10 images (one per shapes class) of at "
-            "least 24 px"
-        )
-    if not 0.0 <= cfg.MOCO.M < 1.0:
-        raise ConfigError(f"MOCO.M = {cfg.MOCO.M}; expected a momentum in [0, 1)")
+    """The ranges of the keys and the relations between them (pretrain/config_checks.py); the
+    error names the key, its value and what is valid."""
+    check_config(cfg)
 
 
 def config_hash(cfg: CfgNode) -> str:
     """A short stable hash of the resolved config, to tell whether two runs share a recipe."""
     return hashlib.sha256(cfg.dump(sort_keys=True).encode()).hexdigest()[:16]
 
-
-def _lookup(cfg: CfgNode, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node

@@ -19,12 +19,12 @@ TMP = settings(
 
 # A key of each value type, with values its validation accepts.
 VALUES = {
-    "MOCO.K": st.integers(1, 2**31),
+    "MOCO.K": st.integers(256, 2**31),  # at least the default batch
     "SEED": st.integers(0, 2**31),
     "SOLVER.BASE_LR": st.floats(1e-6, 1e3, allow_nan=False),
     "MOCO.T": st.floats(1e-4, 10.0, allow_nan=False),
     "MODEL.CIFAR_STEM": st.booleans(),
-    "SOLVER.STEPS": st.lists(st.integers(0, 1000), max_size=4).map(tuple),
+    "SOLVER.STEPS": st.lists(st.integers(0, 1000), max_size=4).map(sorted).map(tuple),
     "OUTPUT_DIR": st.from_regex(r"[a-z_][a-z0-9_./-]{0,30}", fullmatch=True),
 }
 

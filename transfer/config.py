@@ -8,6 +8,18 @@ from collections.abc import Sequence
 from detectron2.config import CfgNode, get_cfg
 
 from ..configs import BuiltinBaseMixin, UnknownConfigError, resolve_config_file
+from ..pretrain.config_checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    ConfigError,
+    FloatLikeMixin,
+    Valid,
+    above,
+    ascending,
+    at_least,
+    check_rules,
+    within,
+)
 
 # Roots of the MODEL subtrees whose NORM key selects BN / SyncBN.
 _NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
@@ -20,8 +32,30 @@ class DetectionConfigError(ValueError):
     """A detection config file or override that does not fit the defaults."""
 
 
-class _DetectionCfgNode(BuiltinBaseMixin, CfgNode):
-    """detectron2's ``CfgNode`` whose ``_BASE_`` may name a built-in config."""
+class _DetectionCfgNode(FloatLikeMixin, BuiltinBaseMixin, CfgNode):
+    """detectron2's ``CfgNode`` whose ``_BASE_`` may name a built-in config, and where a whole
+    number is taken for a float default."""
+
+
+# The valid values of our keys and of the detectron2 keys whose bad values fail mid-run.
+RULES: dict[str, Valid] = {
+    "DATASETS.SHAPES.NUM_TRAIN": POSITIVE,
+    "DATASETS.SHAPES.NUM_TEST": POSITIVE,
+    # The shapes scenes are drawn at 24 px or more.
+    "DATASETS.SHAPES.IMAGE_SIZE": at_least(24, "a size in px"),
+    "DATASETS.SHAPES.SEED": NON_NEGATIVE,
+    "DATALOADER.NUM_WORKERS": NON_NEGATIVE,
+    "SOLVER.IMS_PER_BATCH": POSITIVE,
+    "SOLVER.BASE_LR": NON_NEGATIVE,
+    "SOLVER.MOMENTUM": within(0, 1, high_open=True),
+    "SOLVER.WEIGHT_DECAY": NON_NEGATIVE,
+    "SOLVER.MAX_ITER": POSITIVE,
+    "SOLVER.STEPS": ascending("iterations"),
+    "SOLVER.GAMMA": above(0),
+    "SOLVER.WARMUP_ITERS": NON_NEGATIVE,
+    "SOLVER.CHECKPOINT_PERIOD": POSITIVE,
+    "TEST.EVAL_PERIOD": NON_NEGATIVE,
+}
 
 
 def add_unimoco_config(cfg: CfgNode) -> None:
@@ -61,6 +95,10 @@ def load_detection_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNo
         cfg.merge_from_list(list(overrides))
     except (KeyError, ValueError, AssertionError) as err:  # yacs asserts on unknown keys
         raise DetectionConfigError(f"command-line override: {err.args[0]}") from None
+    try:
+        check_rules(cfg, RULES)
+    except ConfigError as err:
+        raise DetectionConfigError(str(err)) from None
     return cfg
 
 
