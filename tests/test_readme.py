@@ -6,7 +6,8 @@ process, from a temporary folder that links to ``configs/`` (so ``output/...`` l
 the shapes cache is the test's), with the tiny ``KEY VALUE`` settings of ``TINY`` for its
 subcommand appended: later overrides win, so the command runs as written, only smaller. Every
 other ``unimoco`` command in the README (real data, several GPUs) is checked without running:
-its subcommand exists, its config file exists, and its overrides load into that config.
+its subcommand exists, its config file exists (a path in the checkout or a built-in config's name),
+and its overrides load into that config.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from unimoco.cli import COMMANDS
 from unimoco.cli import main as cli_main
+from unimoco.configs import builtin_path
 from unimoco.pipeline.config import load_pipeline_cfg
 from unimoco.pretrain.config import load_cfg
 from unimoco.transfer.config import load_detection_cfg
@@ -128,8 +130,10 @@ def test_other_readme_commands_name_real_configs_and_keys(command):
     config, overrides = config_and_overrides(argv)
     if config is None:
         return  # convert: positional files; the defaults of pretrain need no file
-    assert (ROOT / config).is_file(), config
-    config = str(ROOT / config)
+    if (ROOT / config).is_file():
+        config = str(ROOT / config)
+    else:
+        assert builtin_path(config) is not None, f"neither a file nor a built-in config: {config}"
     if argv[0] == "detect":
         load_detection_cfg(config, overrides)
     elif argv[0] == "pipeline":
