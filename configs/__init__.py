@@ -48,8 +48,8 @@ def resolve_config_file(value: str) -> Path:
     builtin = builtin_path(value)
     if builtin is None:
         raise UnknownConfigError(
-            f"config file {value!r} is neither a file nor a built-in config ({LIST_HINT}, "
-            "e.g. pretrain/moco_v2_r50_200ep)"
+            f"config file {value!r} does not exist: neither a file nor a built-in config "
+            f"({LIST_HINT}, e.g. pretrain/moco_v2_r50_200ep)"
         )
     return builtin
 
@@ -114,8 +114,8 @@ def _base_file(base: str, including: str) -> str:
     builtin = builtin_path(base)
     if builtin is None:
         raise UnknownConfigError(
-            f"_BASE_ {base!r} is neither a file next to {including} nor a built-in config "
-            f"({LIST_HINT})"
+            f"_BASE_ {base!r}: no such file next to {including}, and it names no built-in "
+            f"config ({LIST_HINT})"
         )
     return str(builtin)
 
