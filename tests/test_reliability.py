@@ -275,7 +275,7 @@ def test_too_many_bad_images_stop_the_run_with_a_clear_error(tmp_path):
     for i in range(11):
         rgb(200 + i).save(root / "good" / f"{i}.png")
     out = tmp_path / "run"
-    opts = _folder_run(root, out, "DATA.MAX_BAD_FRACTION", "0.1", "MOCO.K", "4")
+    opts = _folder_run(root, out, "DATA.MAX_BAD_FRACTION", "0.1")
     assert cli_main(["pretrain", *opts]) == 2
     log = (out / "log.txt").read_text()
     match = re.search(r"(\d+) of (\d+) images failed to decode, more than "
