@@ -96,6 +96,11 @@ _C.MOCO.BN_SPLITS = 8
 _C.LOSS = CfgNode()
 # unicon (positives: own key + queued keys of the same label) | infonce (MoCo)
 _C.LOSS.NAME = "unicon"
+# Labels enter the label queue only after this many epochs: until then the queue's labels stay -1
+# and UniCon is InfoNCE (the own key is the only positive). From scratch with many labels, UniCon
+# at uniform similarities spreads its pull over every same-label key and is lowest when all keys
+# collapse to one point; learning instances first avoids that (docs/methods.md).
+_C.LOSS.LABEL_WARMUP_EPOCHS = 0
 
 _C.CO2 = CfgNode()
 _C.CO2.ENABLED = False
@@ -137,6 +142,11 @@ _C.LOG.PERIOD = 20
 _C.LOG.TENSORBOARD = True
 # tqdm bar: auto (when stderr is a terminal) | on | off
 _C.LOG.PROGRESS = "auto"
+# Collapse monitor: warn once when the contrastive loss stays within PLATEAU_TOLERANCE (relative)
+# of its uniform-similarity value for PLATEAU_WINDOWS log periods in a row after the warm-up
+# (0 windows = never warn; the ratio and the key cosine are logged either way).
+_C.LOG.PLATEAU_TOLERANCE = 0.02
+_C.LOG.PLATEAU_WINDOWS = 5
 
 _C.EVAL = CfgNode()
 # Online kNN monitor every this many epochs on DATA.VAL_ROOT (0 = off).

@@ -131,11 +131,14 @@ RULES: dict[str, Valid] = {
     "SOLVER.STEPS": ascending("epochs"),
     "SOLVER.GAMMA": above(0),
     "SOLVER.WARMUP_EPOCHS": NON_NEGATIVE,
+    "LOSS.LABEL_WARMUP_EPOCHS": NON_NEGATIVE,
     "SOLVER.MAX_STEPS": NON_NEGATIVE,
     "SOLVER.MAX_NONFINITE": POSITIVE,
     "CHECKPOINT.PERIOD_STEPS": NON_NEGATIVE,
     "LOG.PERIOD": POSITIVE,
     "LOG.PROGRESS": one_of("auto", "on", "off"),
+    "LOG.PLATEAU_TOLERANCE": within(0, 1, high_open=True),
+    "LOG.PLATEAU_WINDOWS": NON_NEGATIVE,
     "EVAL.KNN_PERIOD": NON_NEGATIVE,
     "EVAL.KNN_K": POSITIVE,
     "EVAL.KNN_T": TEMPERATURE,
@@ -225,11 +228,12 @@ def check_relations(cfg: CfgNode, world_size: int) -> None:
             f"MOCO.K = {cfg.MOCO.K} with SOLVER.BATCH_SIZE = {batch}; expected a queue of at "
             "least one batch (each step enqueues the whole batch's keys)"
         )
-    if not cfg.SOLVER.WARMUP_EPOCHS < cfg.SOLVER.EPOCHS:
-        raise ConfigError(
-            f"SOLVER.WARMUP_EPOCHS = {cfg.SOLVER.WARMUP_EPOCHS}; expected fewer than "
-            f"SOLVER.EPOCHS = {cfg.SOLVER.EPOCHS}"
-        )
+    for key in ("SOLVER.WARMUP_EPOCHS", "LOSS.LABEL_WARMUP_EPOCHS"):
+        if not lookup(cfg, key) < cfg.SOLVER.EPOCHS:
+            raise ConfigError(
+                f"{key} = {lookup(cfg, key)}; expected fewer than SOLVER.EPOCHS = "
+                f"{cfg.SOLVER.EPOCHS}"
+            )
     if cfg.EVAL.KNN_PERIOD and cfg.DATA.NAME == "imagefolder" and not cfg.DATA.VAL_ROOT:
         raise ConfigError(
             f"EVAL.KNN_PERIOD = {cfg.EVAL.KNN_PERIOD} needs a held-out split: DATA.VAL_ROOT is "

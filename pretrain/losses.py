@@ -59,6 +59,22 @@ def unicon(
     return F.softplus(lse_negatives + lse_neg_positives).mean()
 
 
+def uniform_similarity_loss(labels: torch.Tensor, queue_labels: torch.Tensor) -> torch.Tensor:
+    """The loss when every similarity is equal (no feature learned, or all keys collapsed to one
+    point): ``log(1 + N_neg·N_pos)`` per query, batch mean. With no queued key of the query's
+    label (unlabeled queries, InfoNCE) it is ``log(K + 1)``."""
+    matches = queue_positive_mask(labels, queue_labels).sum(dim=1, dtype=torch.float32)
+    return torch.log1p((len(queue_labels) - matches) * (1.0 + matches)).mean()
+
+
+def mean_pairwise_cosine(keys: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between the distinct rows of L2-normalized ``keys``: near 1 when every image
+    maps to one point (collapse), near 0 for spread features."""
+    n = len(keys)
+    total = keys.float().sum(dim=0)
+    return ((total @ total) - n) / max(n * (n - 1), 1)
+
+
 def co2(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """CO2's consistency term: symmetric KL between query and key softmaxes over the queue.
 

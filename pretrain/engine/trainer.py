@@ -28,6 +28,7 @@ from ..data.label_subset import apply_label_subset
 from ..eval.knn import knn_monitor
 from ..log_names import LOGGER_NAME
 from ..model.unimoco import UniMoCo
+from .collapse import CollapseMonitor
 from .data import build_epoch_batches, train_transform, wrap_train_dataset
 from .logging_utils import MetricsWriter, write_json
 from .optim import build_optimizer
@@ -115,6 +116,14 @@ class PretrainTrainer:
         self.stop_signal = StopSignal()
         self.state = TrainState()
         self.last_scalars: dict[str, float] = {}
+        self.monitor_inputs: dict[str, torch.Tensor] = {}
+        self.collapse_monitor = CollapseMonitor(
+            cfg.LOG.PLATEAU_TOLERANCE,
+            cfg.LOG.PLATEAU_WINDOWS,
+            start_step=int(
+                max(cfg.SOLVER.WARMUP_EPOCHS, cfg.LOSS.LABEL_WARMUP_EPOCHS) * self.steps_per_epoch
+            ),
+        )
         self.bad_names: list[str] = []  # the first NAMED_BAD_IMAGES unreadable files seen here
 
     def _build_dataset(self) -> Dataset:
@@ -266,13 +275,20 @@ class PretrainTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         losses = {name: value.detach() for name, value in out.items() if name.startswith("loss")}
+        self.monitor_inputs = {name: out[name] for name in ("uniform_loss", "key_cosine")}
         if self.guard.accept(losses, self.state.step + 1):
             self.optimizer.step()
-            self.model.enqueue(out["keys"], out["labels"])
+            self.model.enqueue(out["keys"], self._queued_labels(out["labels"]))
         else:
             self.state.nonfinite_steps += 1
             self.metrics.write(self.state.step + 1, {"nonfinite_steps": self.state.nonfinite_steps})
         return losses
+
+    def _queued_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The batch's labels as the label queue takes them: all -1 during the label warm-up."""
+        if self.state.step < self.cfg.LOSS.LABEL_WARMUP_EPOCHS * self.steps_per_epoch:
+            return torch.full_like(labels, -1)
+        return labels
 
     def train(self) -> dict[str, float]:
         """Run until ``total_steps``; checkpoints every epoch (and every PERIOD_STEPS)."""
@@ -361,6 +377,14 @@ class PretrainTrainer:
             if log_step and not self.guard.consecutive:  # a skipped step was logged already
                 elapsed = time.perf_counter() - window_start
                 scalars = {name: float(value) for name, value in losses.items()}
+                scalars.update(
+                    self.collapse_monitor.observe(
+                        self.state.step,
+                        scalars["loss_contrast"],
+                        float(self.monitor_inputs["uniform_loss"]),
+                        float(self.monitor_inputs["key_cosine"]),
+                    )
+                )
                 scalars.update(
                     lr=lr, img_per_s=window_images / elapsed, data_time=data_time / elapsed
                 )

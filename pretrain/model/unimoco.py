@@ -139,7 +139,10 @@ class UniMoCo(nn.Module):
     def forward(
         self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Losses for one batch of query/key crops; ``labels`` int64 with -1 for unlabeled."""
+        """Losses for one batch of query/key crops; ``labels`` int64 with -1 for unlabeled.
+
+        Also returns the contrastive loss's uniform-similarity value and the keys' mean pairwise
+        cosine (no gradient), which tell a plateau or a collapse from learning."""
         if labels is None:
             labels = torch.full((len(im_q),), -1, dtype=torch.long, device=im_q.device)
         q = F.normalize(self.encoder_q(im_q), dim=1)
@@ -161,6 +164,10 @@ class UniMoCo(nn.Module):
                 out["loss_co2"] = losses.co2(q32, k32, self.queue, self.co2_temperature)
                 loss = loss + self.co2_alpha * out["loss_co2"]
         out["loss"] = loss
+        with torch.no_grad():  # the collapse monitor's inputs, on the queue the loss saw
+            uniform_labels = labels if self.loss_name == "unicon" else torch.full_like(labels, -1)
+            out["uniform_loss"] = losses.uniform_similarity_loss(uniform_labels, self.queue_labels)
+            out["key_cosine"] = losses.mean_pairwise_cosine(k)
         out["keys"] = k
         out["labels"] = labels
         return out

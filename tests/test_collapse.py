@@ -1,0 +1,121 @@
+"""The collapse monitor: the uniform-similarity value, the key cosine, the warning, the label
+warm-up that keeps UniCon from scratch off its plateau."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unimoco.pretrain.config import ConfigError, load_cfg
+from unimoco.pretrain.engine.collapse import CollapseMonitor
+from unimoco.pretrain.engine.trainer import PretrainTrainer
+from unimoco.pretrain.log_names import LOGGER_NAME
+from unimoco.pretrain.losses import (
+    info_nce,
+    mean_pairwise_cosine,
+    unicon,
+    uniform_similarity_loss,
+)
+
+CPU = torch.device("cpu")
+TINY_DIGITS = [
+    "DATA.NAME", "digits", "DATA.DIGITS.SIZE", "8", "INPUT.SIZE", "8", "INPUT.AUG", "v1",
+    "MODEL.ARCH", "resnet18", "MODEL.CIFAR_STEM", "True", "MOCO.K", "256", "MOCO.M", "0.99",
+    "MOCO.BN_SPLITS", "4", "SOLVER.BATCH_SIZE", "64", "DATA.NUM_WORKERS", "0",
+    "LOG.PERIOD", "2", "LOG.TENSORBOARD", "False", "LOG.PROGRESS", "off",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def test_uniform_value_is_the_loss_at_equal_similarities():
+    """With every embedding the same point, UniCon and InfoNCE equal log(1 + N_neg·N_pos),
+    counted here by hand per query."""
+    point = F.normalize(torch.randn(1, 16), dim=1)
+    q, k, queue = point.expand(6, 16), point.expand(6, 16), point.expand(40, 16)
+    labels = torch.tensor([0, 1, 2, -1, 0, 3])
+    queue_labels = torch.tensor([0] * 10 + [1] * 3 + [-1] * 27)
+    per_query = []
+    for label in labels.tolist():
+        queued_positives = int((queue_labels == label).sum()) if label >= 0 else 0
+        per_query.append(math.log(1 + (40 - queued_positives) * (1 + queued_positives)))
+    expected = sum(per_query) / len(per_query)
+    got = uniform_similarity_loss(labels, queue_labels)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert unicon(q, k, queue, labels, queue_labels, 0.2).item() == pytest.approx(expected, 1e-5)
+    unlabeled = torch.full_like(labels, -1)
+    assert uniform_similarity_loss(unlabeled, queue_labels).item() == pytest.approx(math.log(41))
+    assert info_nce(q, k, queue, 0.2).item() == pytest.approx(math.log(41), rel=1e-5)
+
+
+def test_mean_pairwise_cosine_matches_the_pairs():
+    keys = F.normalize(torch.randn(9, 5), dim=1)
+    cosines = keys @ keys.T
+    expected = (cosines.sum() - cosines.diagonal().sum()) / (9 * 8)
+    assert mean_pairwise_cosine(keys).item() == pytest.approx(expected.item(), abs=1e-6)
+    same = F.normalize(torch.ones(4, 5), dim=1)
+    assert mean_pairwise_cosine(same).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_monitor_warns_once_after_a_streak_past_the_warmup(caplog):
+    monitor = CollapseMonitor(tolerance=0.02, windows=3, start_step=10)
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.propagate, propagate = True, logger.propagate
+    try:
+        for step in range(2, 12, 2):  # at the uniform value, but inside the warm-up
+            monitor.observe(step, 6.93, 6.93, 0.99)
+        monitor.observe(12, 6.93, 6.93, 0.99)
+        monitor.observe(14, 5.0, 6.93, 0.5)  # a learning window breaks the streak
+        monitor.observe(16, 6.95, 6.93, 0.99)
+        monitor.observe(18, 6.90, 6.93, 0.99)
+        assert not caplog.records
+        scalars = monitor.observe(20, 6.93, 6.93, 0.97)
+        monitor.observe(22, 6.93, 6.93, 0.97)
+    finally:
+        logger.propagate = propagate
+    assert scalars == {"loss_vs_uniform": 1.0, "key_cosine": 0.97}
+    assert len(caplog.records) == 1 and "collapse: the keys all point" in caplog.text
+
+
+def test_monitor_fires_on_a_forced_collapse(tmp_path, caplog):
+    """A projection head whose weights are zero maps every image to its bias: the keys collapse,
+    the loss sits exactly at log(K + 1), and the run says so once, as a collapse."""
+    cfg = load_cfg(
+        None,
+        [*TINY_DIGITS, "LOSS.NAME", "infonce", "SOLVER.MAX_STEPS", "16", "SOLVER.BASE_LR", "0.0",
+         "OUTPUT_DIR", str(tmp_path)],
+    )  # fmt: skip
+    trainer = PretrainTrainer(cfg, CPU)
+    with torch.no_grad():
+        for encoder in (trainer.model.encoder_q, trainer.model.encoder_k):
+            encoder.fc[-1].weight.zero_()
+            encoder.fc[-1].bias.fill_(1.0)
+    logger = logging.getLogger(LOGGER_NAME)
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    logger.propagate, propagate = True, logger.propagate
+    try:
+        trainer.train()
+    finally:
+        logger.propagate = propagate
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [row for row in rows if "loss_vs_uniform" in row]
+    assert logged[-1]["key_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert logged[-1]["loss_vs_uniform"] == pytest.approx(1.0, abs=1e-4)
+    warnings = [r for r in caplog.records if "collapse monitor" in r.getMessage()]
+    assert len(warnings) == 1 and "collapse: the keys all point" in warnings[0].getMessage()
+
+
+def test_bad_monitor_and_warmup_options_name_the_key():
+    with pytest.raises(ConfigError, match="LOSS.LABEL_WARMUP_EPOCHS = 5; expected fewer"):
+        load_cfg(None, ["LOSS.LABEL_WARMUP_EPOCHS", "5", "SOLVER.EPOCHS", "5"])
+    with pytest.raises(ConfigError, match="LOG.PLATEAU_TOLERANCE"):
+        load_cfg(None, ["LOG.PLATEAU_TOLERANCE", "1.5"])
