@@ -9,11 +9,14 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
 import unimoco.cli
 from unimoco.pipeline import command
+from unimoco.pipeline.report.plots import UNIFORM_LABEL, plot_training, training_figure
+from unimoco.pipeline.report.results import Results
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "shapes_demo.yaml"
 JOBS = [
@@ -135,6 +138,43 @@ def test_report_has_every_table_filled(run):
     # The final tables are printed (and logged).
     log = (out / "pipeline.log").read_text()
     assert "| pretrained (ours)" in log and log.rstrip().endswith("(and report.md)")
+
+
+def _uniform_line(results: Results):
+    """The dashed uniform-similarity line of the loss panel, or None."""
+    fig = training_figure(results)
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() == UNIFORM_LABEL]
+    plt.close(fig)
+    assert len(lines) <= 1
+    return lines[0] if lines else None
+
+
+def test_loss_plot_draws_the_uniform_similarity_value_per_step(tmp_path):
+    # UniCon's value grows as the label queue fills: log(1 + N_neg * N_pos) is not constant.
+    uniform = [2.0, 2.5, 3.0]
+    history = [
+        {"step": step, "loss": loss, "lr": 0.1, "loss_contrast": loss, "loss_vs_uniform": loss / u}
+        for step, loss, u in zip((10, 20, 30), (2.2, 2.0, 1.5), uniform)
+    ]
+    line = _uniform_line(Results(["pretrained"], history=history))
+    assert line is not None and line.get_linestyle() == "--"
+    assert list(line.get_xdata()) == [10, 20, 30]
+    assert list(line.get_ydata()) == pytest.approx(uniform)
+    assert plot_training(Results(["pretrained"], history=history), tmp_path / "t.png").is_file()
+
+
+def test_loss_plot_of_an_older_history_has_no_uniform_line(tmp_path):
+    history = [{"step": step, "loss": 3.0 / step, "lr": 0.1} for step in (1, 2, 3)]
+    assert _uniform_line(Results(["pretrained"], history=history)) is None
+    assert plot_training(Results(["pretrained"], history=history), tmp_path / "t.png").is_file()
+
+
+def test_the_pipeline_history_gives_the_uniform_line(run):
+    _, out = run
+    lines = (out / "pretrain" / "pretrained" / "metrics.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines if line.strip()]
+    line = _uniform_line(Results(["pretrained"], history=history))
+    assert line is not None and all(value > 0 for value in line.get_ydata())
 
 
 class _Checker(HTMLParser):

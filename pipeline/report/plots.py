@@ -3,31 +3,57 @@ kNN accuracy over epochs, detection AP per backbone."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .results import BACKBONE_LABELS, Results  # noqa: E402
 
 _DPI = 100
+UNIFORM_LABEL = "uniform similarities (no learning)"
 _COLOURS = {"pretrained": "#1f77b4", "random": "#7f7f7f", "supervised": "#ff7f0e"}
 
 
 def plot_training(results: Results, path: Path) -> Path | None:
     """Loss and lr of the pretraining run against the step; None without any logged step."""
+    fig = training_figure(results)
+    return None if fig is None else _save(fig, path)
+
+
+def training_figure(results: Results) -> Figure | None:
+    """The loss panel (with the loss at uniform similarities, dashed, where the history logs
+    it: a loss that stays on that line learns nothing) and the lr panel; None without steps."""
     rows = [row for row in results.history if "loss" in row]
     if not rows:
         return None
     steps = [row["step"] for row in rows]
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=_DPI)
-    ax_loss.plot(steps, [row["loss"] for row in rows], color=_COLOURS["pretrained"])
+    ax_loss.plot(steps, [row["loss"] for row in rows], color=_COLOURS["pretrained"], label="loss")
+    if any("loss_co2" in row for row in rows):  # the uniform value is the contrastive part's
+        contrast = [row.get("loss_contrast", math.nan) for row in rows]
+        ax_loss.plot(steps, contrast, color="#9467bd", linewidth=1, label="contrastive part")
+    uniform = [uniform_loss(row) for row in rows]
+    if any(math.isfinite(value) for value in uniform):
+        ax_loss.plot(steps, uniform, "--", color="#7f7f7f", label=UNIFORM_LABEL)
+        ax_loss.legend(frameon=False, fontsize=8)
     ax_loss.set(title="pretraining loss", xlabel="step", ylabel="loss")
     ax_lr.plot(steps, [row["lr"] for row in rows], color="#2ca02c")
     ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
-    return _save(fig, path)
+    return fig
+
+
+def uniform_loss(row: dict) -> float:
+    """The contrastive loss at uniform similarities at one logged step, recovered from the
+    logged ratio (``loss_contrast / loss_vs_uniform``); NaN where the row cannot give it."""
+    contrast, ratio = row.get("loss_contrast"), row.get("loss_vs_uniform")
+    if contrast is None or ratio is None or not math.isfinite(ratio) or ratio == 0:
+        return math.nan
+    return contrast / ratio
 
 
 def plot_knn(results: Results, path: Path) -> Path | None:
