@@ -14,7 +14,10 @@ from fvcore.common.config import CfgNode
 
 from ..configs import BuiltinBaseMixin, UnknownConfigError, resolve_config_file, resolve_relative
 
-BASELINE_NAMES = ("random", "supervised")
+BASELINE_NAMES = ("random", "supervised", "moco")
+# Overrides of the pretraining config that make the moco baseline: no labels, so the label
+# queue has nothing to add (UniCon reduces to MoCo's loss); the loss stays the config's.
+MOCO_OPTS = ("DATA.LABEL_RATIO", "0.0", "DATA.LABELED_LIST", "")
 _STAGE_FILES = ("PRETRAIN", "DETECT")
 
 
@@ -55,8 +58,9 @@ _C.DETECT.CONFIG_FILE = ""
 _C.DETECT.OPTS = []
 
 # The same evaluation and fine-tune from other starting points: random (randomly initialised
-# backbone) and supervised (pretrained on the same images with every label: UniCon with
-# DATA.LABEL_RATIO 1.0, which costs a second pretraining run).
+# backbone), supervised (pretrained on the same images with every label: UniCon with
+# DATA.LABEL_RATIO 1.0) and moco (the same pretraining with no label: MOCO_OPTS). Each of the
+# last two costs another pretraining run.
 _C.BASELINES = ["random"]
 _C.SUPERVISED = _PipelineCfgNode()
 # Overrides of the pretraining config that make the supervised baseline.

@@ -1,9 +1,10 @@
 """The pipeline's jobs: one subcommand call (or a pair) on one backbone, with the resolved config
 it runs on written into its folder first.
 
-Backbones: ``pretrained`` (PRETRAIN's recipe) and the baselines ``random`` (random init) and
-``supervised`` (the same pretraining with every label). Each job's hash covers its resolved
-config and the hashes of the jobs it reads from, so a changed recipe reruns everything after it.
+Backbones: ``pretrained`` (PRETRAIN's recipe) and the baselines ``random`` (random init),
+``supervised`` (the same pretraining with every label) and ``moco`` (the same with none). Each
+job's hash covers its resolved config and the hashes of the jobs it reads from, so a changed
+recipe reruns everything after it.
 """
 
 from __future__ import annotations

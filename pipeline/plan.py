@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode
 
-from .config import PipelineConfigError
+from .config import MOCO_OPTS, PipelineConfigError
 from .jobs import BACKBONE_PKL, Job, run_convert, run_detect, run_eval, run_pretrain
 
 PRETRAINED = "pretrained"
@@ -27,6 +27,8 @@ def build_jobs(cfg: CfgNode, report_run: Callable[[Job], dict[str, str]]) -> lis
     if "supervised" in cfg.BASELINES:
         supervised = pretrain_opts + [str(v) for v in cfg.SUPERVISED.OPTS]
         recipes["supervised"] = (supervised, "SUPERVISED.OPTS")
+    if "moco" in cfg.BASELINES:
+        recipes["moco"] = (pretrain_opts + list(MOCO_OPTS), "the moco baseline's overrides")
 
     pretrain = {}
     for name, (opts, key) in recipes.items():

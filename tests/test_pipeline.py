@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 import torch
+import yaml
 
 import unimoco.cli
 from unimoco.pipeline import command
@@ -19,20 +20,16 @@ from unimoco.pipeline.report.plots import UNIFORM_LABEL, plot_training, training
 from unimoco.pipeline.report.results import Results
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "shapes_demo.yaml"
+BACKBONES = ["pretrained", "random", "supervised", "moco"]
+PRETRAINED = ["pretrained", "supervised", "moco"]
 JOBS = [
-    ("pretrain", "pretrained"),
-    ("pretrain", "supervised"),
-    ("eval", "pretrained"),
-    ("eval", "random"),
-    ("eval", "supervised"),
-    ("convert", "pretrained"),
-    ("convert", "supervised"),
-    ("detect", "pretrained"),
-    ("detect", "random"),
-    ("detect", "supervised"),
+    *(("pretrain", name) for name in PRETRAINED),
+    *(("eval", name) for name in BACKBONES),
+    *(("convert", name) for name in PRETRAINED),
+    *(("detect", name) for name in BACKBONES),
 ]
 # The demo's recipe (through _BASE_), shrunk: a few pretraining steps on 32-px shapes, a few
-# detection iterations on 64-px scenes, both baselines.
+# detection iterations on 64-px scenes, every baseline.
 TINY = """
 _BASE_: {demo}
 OUTPUT_DIR: {out}
@@ -49,7 +46,7 @@ DETECT:
          SOLVER.MAX_ITER, 4, SOLVER.STEPS, "(3,)", SOLVER.WARMUP_ITERS, 1,
          MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, 8, TEST.PRECISE_BN.NUM_ITER, 1,
          DATALOADER.NUM_WORKERS, 0]
-BASELINES: [random, supervised]
+BASELINES: [random, supervised, moco]
 """
 
 
@@ -119,6 +116,7 @@ def test_report_has_every_table_filled(run):
             "pretrained (ours)",
             "random init",
             "supervised (all labels)",
+            "MoCo (0 % labels)",
         ]
         for row in table[1:]:
             for cell in row[1:]:
@@ -138,6 +136,25 @@ def test_report_has_every_table_filled(run):
     # The final tables are printed (and logged).
     log = (out / "pipeline.log").read_text()
     assert "| pretrained (ours)" in log and log.rstrip().endswith("(and report.md)")
+
+
+def test_moco_baseline_pretrains_the_same_recipe_without_labels(run):
+    _, out = run
+    configs = {
+        name: yaml.safe_load((out / "pretrain" / name / "stage_config.yaml").read_text())
+        for name in PRETRAINED
+    }
+    ratios = {name: config["DATA"]["LABEL_RATIO"] for name, config in configs.items()}
+    assert ratios == {"pretrained": 0.1, "supervised": 1.0, "moco": 0.0}
+    assert configs["moco"]["LOSS"] == configs["pretrained"]["LOSS"]
+    for config in configs.values():
+        del config["DATA"]["LABEL_RATIO"], config["LOSS"], config["OUTPUT_DIR"]
+    assert configs["moco"] == configs["pretrained"]
+    detect = (out / "detect" / "moco" / "stage_config.yaml").read_text()
+    assert f"WEIGHTS: {out / 'convert' / 'moco' / 'backbone.pkl'}" in detect
+    tables = _tables((out / "report.md").read_text())
+    recipes = next(t for t in tables if t[0] == ["stage", "config file", "overrides"])
+    assert ["pretrain (moco)", "the pretraining config"] in [row[:2] for row in recipes]
 
 
 def _uniform_line(results: Results):
@@ -231,7 +248,7 @@ def test_changed_detection_recipe_reruns_only_detection(run, calls):
     config, out = run
     before = _records(out)
     assert command.main(["--config-file", str(config), "DETECT.SOLVER.MAX_ITER", "5"]) == 0
-    assert calls == ["detect"] * 3
+    assert calls == ["detect"] * len(BACKBONES)
     after = _records(out)
     for job in JOBS:
         assert (after[job] == before[job]) == (job[0] != "detect"), job
@@ -245,7 +262,7 @@ def test_from_stage_reruns_it_and_every_later_one(run, calls):
     before = _records(out)
     args = ["--config-file", str(config), "--from", "convert", "DETECT.SOLVER.MAX_ITER", "5"]
     assert command.main(args) == 0
-    assert calls == ["convert"] * 2 + ["detect"] * 3
+    assert calls == ["convert"] * len(PRETRAINED) + ["detect"] * len(BACKBONES)
     after = _records(out)
     for job in JOBS:
         rerun = job[0] in ("convert", "detect")

@@ -8,6 +8,7 @@ from pathlib import Path
 from fvcore.common.config import CfgNode
 
 from ... import __version__
+from ..config import MOCO_OPTS
 from .document import Block, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from .plots import plot_detection, plot_knn, plot_training
 from .results import BACKBONE_LABELS, CLASSIFICATION_COLUMNS, DETECTION_METRICS, Results
@@ -62,15 +63,14 @@ def timing_table(results: Results) -> Table:
 
 def recipe_table(cfg: CfgNode) -> Table:
     """Each stage's config file and the overrides the pipeline applies to it."""
-    rows = [
-        ["pretrain", _short_path(cfg.PRETRAIN.CONFIG_FILE), _pairs(cfg.PRETRAIN.OPTS)],
+    rows = [["pretrain", _short_path(cfg.PRETRAIN.CONFIG_FILE), _pairs(cfg.PRETRAIN.OPTS)]]
+    for name, opts in (("supervised", cfg.SUPERVISED.OPTS), ("moco", MOCO_OPTS)):
+        if name in cfg.BASELINES:
+            rows.append([f"pretrain ({name})", "the pretraining config", _pairs(opts)])
+    rows += [
         ["eval (knn, lincls)", "the pretraining config", _pairs(cfg.EVAL.OPTS)],
         ["detect", _short_path(cfg.DETECT.CONFIG_FILE), _pairs(cfg.DETECT.OPTS)],
     ]
-    if "supervised" in cfg.BASELINES:
-        rows.insert(
-            1, ["pretrain (supervised)", "the pretraining config", _pairs(cfg.SUPERVISED.OPTS)]
-        )
     return Table(["stage", "config file", "overrides"], rows)
 
 

@@ -16,7 +16,12 @@ from .results import BACKBONE_LABELS, Results  # noqa: E402
 
 _DPI = 100
 UNIFORM_LABEL = "uniform similarities (no learning)"
-_COLOURS = {"pretrained": "#1f77b4", "random": "#7f7f7f", "supervised": "#ff7f0e"}
+_COLOURS = {
+    "pretrained": "#1f77b4",
+    "random": "#7f7f7f",
+    "supervised": "#ff7f0e",
+    "moco": "#17becf",
+}
 
 
 def plot_training(results: Results, path: Path) -> Path | None:

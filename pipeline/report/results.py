@@ -11,6 +11,7 @@ BACKBONE_LABELS = {
     "pretrained": "pretrained (ours)",
     "random": "random init",
     "supervised": "supervised (all labels)",
+    "moco": "MoCo (0 % labels)",
 }
 CLASSIFICATION_COLUMNS = {
     ("knn", "top1"): "kNN top-1",
