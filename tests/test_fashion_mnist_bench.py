@@ -1,0 +1,92 @@
+"""benchmarks/fashion_mnist.sh and its table: every kind of row runs on tiny IDX files, resumes,
+and the table reports what the runs wrote."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_fashion_mnist import make_fashion_root
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "DATA.NUM_WORKERS", "0", "DATA.FASHION_MNIST.NUM_TRAIN", "0",
+    "DATA.FASHION_MNIST.NUM_TEST", "0", "INPUT.SIZE", "12", "MOCO.K", "16", "MOCO.BN_SPLITS", "2",
+    "SOLVER.BATCH_SIZE", "8", "SOLVER.EPOCHS", "2", "SOLVER.WARMUP_EPOCHS", "0",
+    "LOG.TENSORBOARD", "False", "EVAL.BATCH_SIZE", "16", "LINCLS.EPOCHS", "2",
+    "SEMISUP.BATCH_SIZE", "8",
+]  # fmt: skip
+
+
+def load_table():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        path = REPO / "benchmarks" / "fashion_mnist_table.py"
+        spec = importlib.util.spec_from_file_location("fashion_mnist_table", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+def test_table_reports_mean_and_std_per_method(tmp_path, capsys):
+    for seed, (knn20, knn200, linear) in enumerate([(80.0, 78.0, 82.0), (82.0, 80.0, 84.0)]):
+        run = tmp_path / "moco_v2" / f"seed{seed}"
+        (run / "k20").mkdir(parents=True)
+        (run / "k20" / "knn_metrics.json").write_text(json.dumps({"top1": knn20}))
+        (run / "knn_metrics.json").write_text(json.dumps({"top1": knn200}))
+        (run / "lincls_metrics.json").write_text(json.dumps({"top1": linear}))
+    ce = tmp_path / "supervised_ce" / "seed0"
+    ce.mkdir(parents=True)
+    (ce / "semisup_metrics.json").write_text(json.dumps({"top1": 88.5}))
+    (tmp_path / "raw_pixels").mkdir()
+    raw = {"knn20_top1": 75.0, "knn200_top1": 72.5, "linear_top1": 79.25}
+    (tmp_path / "raw_pixels" / "metrics.json").write_text(json.dumps(raw))
+    load_table().main(tmp_path)
+    text = capsys.readouterr().out
+    assert "| MoCo v2 | 2 | 81.00 ± 1.41 | 79.00 ± 1.41 | 83.00 ± 1.41 |" in text
+    assert "| cross-entropy, 100 % labels | 1 | – | – | 88.50 |" in text
+    assert "| raw pixels | – | 75.00 | 72.50 | 79.25 |" in text
+    assert "| UniMoCo, 30 % labels | 0 | – | – | – |" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
+    make_fashion_root(tmp_path / "fm")
+    out = tmp_path / "bench"
+    env = {
+        **os.environ,
+        "SEEDS": "0",
+        "METHODS": "raw_pixels random_init unimoco_30pct_co2 supervised_ce",
+        "PY": sys.executable,
+        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
+        "OMP_NUM_THREADS": "2",
+    }
+    command = ["bash", "benchmarks/fashion_mnist.sh", str(out), "DATA.ROOT", str(tmp_path / "fm")]
+    done = subprocess.run(
+        [*command, *TINY], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = out / "unimoco_30pct_co2" / "seed0"
+    config = (run / "config.yaml").read_text()
+    assert "LABEL_RATIO: 0.3" in config and "NAME: unicon" in config
+    assert "ENABLED: true" in config
+    for path in ("knn_metrics.json", "k20/knn_metrics.json", "lincls_metrics.json"):
+        assert (run / path).is_file() and (out / "random_init" / "seed0" / path).is_file()
+    assert json.loads((run / "k20" / "knn_metrics.json").read_text())["num_train"] == 60
+    assert (out / "supervised_ce" / "seed0" / "semisup_metrics.json").is_file()
+    assert "| UniMoCo, 30 % labels | 0 |" in done.stdout  # the table ends the run
+    raw = json.loads((out / "raw_pixels" / "metrics.json").read_text())
+    assert raw["num_train"] == 60 and raw["num_val"] == 30 and 0 <= raw["linear_top1"] <= 100
+    before = (run / "checkpoint_final.pth").stat().st_mtime_ns
+    again = subprocess.run(
+        [*command, *TINY], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and (run / "checkpoint_final.pth").stat().st_mtime_ns == before
