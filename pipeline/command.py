@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode
 
-from unimoco.pretrain.engine.command import Command
+from unimoco.pretrain.engine.command import Command, config_file_help
 
 from .config import PipelineConfigError, load_pipeline_cfg
 from .jobs import STAGES, Job, StageFailed
@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         "behind its section (PRETRAIN.SOLVER.EPOCHS 2, EVAL.LINCLS.EPOCHS 5, "
         "DETECT.SOLVER.MAX_ITER 100).",
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="pipeline YAML")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help=config_file_help("the pipeline config"),
+    )
     parser.add_argument(
         "--from",
         dest="from_stage",

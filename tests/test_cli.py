@@ -1,4 +1,5 @@
-"""The ``unimoco`` command's terminal: known third-party noise is silenced, the rest shows."""
+"""The ``unimoco`` command's terminal: known third-party noise is silenced, the rest shows;
+every ``--config-file`` says which forms it takes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import subprocess
 import sys
 import warnings
 
+import pytest
+
+from unimoco.cli import main as cli_main
 from unimoco.third_party import quiet_known_warnings
 
 
@@ -41,3 +45,14 @@ def test_only_the_named_messages_are_silenced(caplog):
     logging.getLogger("torch.utils.cpp_extension").warning("ninja is missing")
     logging.getLogger("torch.fx._symbolic_trace").warning("is_fx_tracing will return true for")
     assert [record.getMessage() for record in caplog.records] == ["ninja is missing"]
+
+
+@pytest.mark.parametrize(
+    "command", ["pretrain", "bench", "knn", "lincls", "semisup", "detect", "pipeline"]
+)
+def test_config_file_help_names_files_and_builtin_names(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main([command, "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a YAML file or a built-in config's name ('unimoco configs' lists them)" in text

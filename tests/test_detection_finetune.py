@@ -152,9 +152,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
         "OUTPUT_DIR",
         str(tmp_path / "out"),
     ]
-    assert detect.main([*voc, "DATASETS.ROOT", str(tmp_path / "nowhere")]) == 1
+    assert detect.main([*voc, "DATASETS.ROOT", str(tmp_path / "nowhere")]) == 2
     assert f"{tmp_path}/nowhere/VOC2007/Annotations does not exist" in capsys.readouterr().err
-    assert detect.main([*voc, "SOLVER.MAX_ITERS", "5"]) == 1
+    assert detect.main([*voc, "SOLVER.MAX_ITERS", "5"]) == 2
     assert "Non-existent key: SOLVER.MAX_ITERS" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@ on GPUs with detectron2's launcher (multi-GPU, multi-machine)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Any
 
@@ -12,7 +13,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from unimoco.pretrain.engine.command import ArgumentError, Command
+from unimoco.pretrain.engine.command import ArgumentError, Command, config_file_help
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
 from unimoco.transfer.datasets import DatasetError, register_datasets
@@ -64,19 +65,34 @@ def run(args: Any) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``unimoco detect --config-file F [--num-gpus N] ... [KEY VALUE ...]``; exit status 0
-    done, 1 bad input, 128 + N stopped by signal N after a checkpoint (``--resume`` continues)."""
-    parser = default_argument_parser()
-    parser.prog = "unimoco detect"
+    """Run ``unimoco detect --config-file F [--num-gpus N] ... [KEY VALUE ...]``; the exit status
+    (see the parser's epilog)."""
     command = Command(
         "detect",
-        parser,
+        build_parser(),
         _load,
         _launch,
-        statuses={DetectionConfigError: 1, DatasetError: 1},
+        statuses={DetectionConfigError: 2, DatasetError: 2},
         logger_name=logger.name,
     )
     return command.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """detectron2's launcher arguments, described for this command."""
+    parser = default_argument_parser(
+        epilog="Exit status: 0 done; 2 bad input (config, data); 128 + N stopped by signal N "
+        "(SIGTERM, SIGINT)\nafter a checkpoint: --resume continues."
+    )
+    parser.prog = "unimoco detect"
+    parser.description = (
+        "Fine-tune and evaluate a detectron2 detector (VOC, COCO, shapes) from converted\n"
+        "weights (MODEL.WEIGHTS) or from random init."
+    )
+    # argparse has no public way to reach an added argument; detectron2 added this one.
+    config_file = next(a for a in parser._actions if "--config-file" in a.option_strings)
+    config_file.help = config_file_help("the detection config")
+    return parser
 
 
 def _load(args: Any) -> CfgNode:

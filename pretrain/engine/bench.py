@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unimoco bench",
         "Pretraining throughput: data alone, model step alone, end to end. Prints "
         "img/s, data-wait fraction, peak memory and model FLOP utilisation; BENCH.* keys tune it.",
+        config_of="the pretraining config",
     )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per phase (20)")
     parser.add_argument("--out", default=None, metavar="FILE.json", help="write the results")

@@ -33,13 +33,20 @@ class ArgumentError(ValueError):
 INPUT_ERRORS: dict[type[Exception], int] = {ConfigError: 2, ArgumentError: 2, RunLockError: 2}
 
 
+def config_file_help(what: str) -> str:
+    """``--config-file``'s help: ``what`` it names, and the two forms it takes."""
+    return f"{what}: a YAML file or a built-in config's name ('unimoco configs' lists them)"
+
+
 def config_parser(
-    prog: str, description: str, epilog: str | None = None, config_help: str = "YAML config"
+    prog: str, description: str, epilog: str | None = None, config_of: str = "the config"
 ) -> argparse.ArgumentParser:
-    """A parser with the arguments every config-driven command takes: ``--config-file FILE`` and
-    trailing ``KEY VALUE`` overrides (``opts``)."""
+    """A parser with the arguments every config-driven command takes: ``--config-file FILE``
+    (``config_of`` says whose config it is) and trailing ``KEY VALUE`` overrides (``opts``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
-    parser.add_argument("--config-file", default=None, metavar="FILE", help=config_help)
+    parser.add_argument(
+        "--config-file", default=None, metavar="FILE", help=config_file_help(config_of)
+    )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE pairs"
     )

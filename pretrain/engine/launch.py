@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done; 1 stopped on SOLVER.MAX_NONFINITE non-finite losses in a row; "
         "2 bad input (config, data, checkpoint) or OUTPUT_DIR in use by another run; 128 + N "
         "stopped by signal N (SIGTERM, SIGINT) after writing a checkpoint: --resume continues.",
+        config_of="the pretraining config",
     )
     parser.add_argument(
         "--resume",

@@ -48,7 +48,7 @@ def build_parser(command: str, description: str, resumable: bool) -> argparse.Ar
             if resumable
             else ""
         ),
-        config_help="YAML config (the pretraining one)",
+        config_of="the pretraining config",
     )
     if resumable:
         parser.add_argument(
