@@ -28,10 +28,11 @@ KNN_KS = (20, 200)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="JSON file to write")
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
-    args = parser.parse_args()
-    cfg = load_cfg(args.config_file, args.opts)
+    parser.add_argument(
+        "--config-file", required=True, help="a YAML file or a built-in config's name"
+    )
+    args, overrides = parser.parse_known_args()  # the rest: KEY VALUE pairs
+    cfg = load_cfg(args.config_file, overrides)
     train, val, num_classes = build_eval_splits(cfg)
     dim = 3 * cfg.INPUT.SIZE**2
     cpu = torch.device("cpu")
