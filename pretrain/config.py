@@ -66,7 +66,7 @@ _C.DATA.FASHION_MNIST.SUBSET_SEED = 0
 
 _C.INPUT = CfgNode()
 _C.INPUT.SIZE = 224
-# v1 | v2 (DESIGN §3)
+# v1 | v2 (docs/methods.md §1)
 _C.INPUT.AUG = "v2"
 _C.INPUT.CROP_SCALE = (0.2, 1.0)
 # Random horizontal flip of both crops (off for data whose classes flips change: digits, text).

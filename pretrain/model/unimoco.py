@@ -1,7 +1,7 @@
 """The UniMoCo model: query/key encoders, momentum update, key + label queues, shuffle BN.
 
 With every label -1 (or LOSS.NAME infonce) it is MoCo v1/v2; with labels, a query's positives
-are its own key plus every queued key of its label (DESIGN §3).
+are its own key plus every queued key of its label (docs/methods.md §2).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class UniMoCo(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> UniMoCo:
-        """Build from a pretraining config; split BN only on a single process (DESIGN §3)."""
+        """Build from a pretraining config; split BN only on a single process (docs/methods.md §4)."""
         single_process = du.get_world_size() == 1
         return cls(
             arch=cfg.MODEL.ARCH,
