@@ -94,12 +94,13 @@ _C.MOCO.SHUFFLE_BN = True
 _C.MOCO.BN_SPLITS = 8
 
 _C.LOSS = CfgNode()
-# unicon (positives: own key + queued keys of the same label) | infonce (MoCo)
+# unicon (the paper's: positives = own key + queued keys of the same label, all pairs in one log)
+# | unicon_mean (the same positives, their losses averaged as SupCon does) | infonce (MoCo)
 _C.LOSS.NAME = "unicon"
 # Labels enter the label queue only after this many epochs: until then the queue's labels stay -1
 # and UniCon is InfoNCE (the own key is the only positive). From scratch with many labels, UniCon
-# at uniform similarities spreads its pull over every same-label key and is lowest when all keys
-# collapse to one point; learning instances first avoids that (docs/methods.md).
+# is lowest when all keys collapse to one point (docs/methods.md §2); learning instances first
+# kept a fully labeled digits run off that point, at a lower kNN by epoch 15 (docs/benchmarks.md).
 _C.LOSS.LABEL_WARMUP_EPOCHS = 0
 
 _C.CO2 = CfgNode()

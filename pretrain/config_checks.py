@@ -118,7 +118,7 @@ RULES: dict[str, Valid] = {
     "MOCO.M": MOMENTUM,
     "MOCO.T": TEMPERATURE,
     "MOCO.BN_SPLITS": POSITIVE,
-    "LOSS.NAME": one_of("unicon", "infonce"),
+    "LOSS.NAME": one_of("unicon", "unicon_mean", "infonce"),
     "CO2.ALPHA": NON_NEGATIVE,
     "CO2.T": TEMPERATURE,
     "SOLVER.EPOCHS": POSITIVE,

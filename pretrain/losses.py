@@ -59,12 +59,40 @@ def unicon(
     return F.softplus(lse_negatives + lse_neg_positives).mean()
 
 
-def uniform_similarity_loss(labels: torch.Tensor, queue_labels: torch.Tensor) -> torch.Tensor:
+def unicon_mean_positives(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    labels: torch.Tensor,
+    queue_labels: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """UniCon with its positives averaged (SupCon's "out" form) instead of pooled: per query,
+    the mean over positives p of ``softplus(logsumexp_neg(s⁻) − s⁺_p)``, batch mean.
+
+    Same positives, negatives and one-positive case (InfoNCE) as :func:`unicon`. Pooling all
+    pairs in one log makes UniCon lowest at collapse for features that do not yet separate the
+    classes; the mean is flat there, so training from scratch with many labels does not stall.
+    """
+    s_pos, s_queue = _similarities(q, k, queue, temperature)
+    positive = queue_positive_mask(labels, queue_labels)
+    lowest = torch.finfo(s_queue.dtype).min
+    lse_negatives = torch.logsumexp(s_queue.masked_fill(positive, lowest), dim=1)
+    own = F.softplus(lse_negatives - s_pos)
+    queued = F.softplus(lse_negatives[:, None] - s_queue).masked_fill(~positive, 0.0).sum(dim=1)
+    return ((own + queued) / (1.0 + positive.sum(dim=1))).mean()
+
+
+def uniform_similarity_loss(
+    labels: torch.Tensor, queue_labels: torch.Tensor, mean_positives: bool = False
+) -> torch.Tensor:
     """The loss when every similarity is equal (no feature learned, or all keys collapsed to one
-    point): ``log(1 + N_neg·N_pos)`` per query, batch mean. With no queued key of the query's
-    label (unlabeled queries, InfoNCE) it is ``log(K + 1)``."""
+    point): ``log(1 + N_neg·N_pos)`` per query for UniCon, ``log(1 + N_neg)`` with the positives
+    averaged; batch mean. With no queued key of the query's label (unlabeled queries, InfoNCE)
+    both are ``log(K + 1)``."""
     matches = queue_positive_mask(labels, queue_labels).sum(dim=1, dtype=torch.float32)
-    return torch.log1p((len(queue_labels) - matches) * (1.0 + matches)).mean()
+    pairs = (len(queue_labels) - matches) * (1.0 if mean_positives else 1.0 + matches)
+    return torch.log1p(pairs).mean()
 
 
 def mean_pairwise_cosine(keys: torch.Tensor) -> torch.Tensor:

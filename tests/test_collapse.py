@@ -1,5 +1,5 @@
-"""The collapse monitor: the uniform-similarity value, the key cosine, the warning, the label
-warm-up that keeps UniCon from scratch off its plateau."""
+"""The collapse monitor: the uniform-similarity value, the key cosine, the warning; why UniCon
+from scratch with many labels is drawn to that value, and a real run that sits there."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from unimoco.pretrain.losses import (
     info_nce,
     mean_pairwise_cosine,
     unicon,
+    unicon_mean_positives,
     uniform_similarity_loss,
 )
 
@@ -51,6 +52,14 @@ def test_uniform_value_is_the_loss_at_equal_similarities():
     got = uniform_similarity_loss(labels, queue_labels)
     assert got.item() == pytest.approx(expected, rel=1e-6)
     assert unicon(q, k, queue, labels, queue_labels, 0.2).item() == pytest.approx(expected, 1e-5)
+    mean_value = sum(
+        math.log(1 + 40 - (int((queue_labels == y).sum()) if y >= 0 else 0))
+        for y in labels.tolist()
+    ) / len(labels)
+    got_mean = uniform_similarity_loss(labels, queue_labels, mean_positives=True)
+    assert got_mean.item() == pytest.approx(mean_value, rel=1e-6)
+    at_uniform = unicon_mean_positives(q, k, queue, labels, queue_labels, 0.2)
+    assert at_uniform.item() == pytest.approx(mean_value, rel=1e-5)
     unlabeled = torch.full_like(labels, -1)
     assert uniform_similarity_loss(unlabeled, queue_labels).item() == pytest.approx(math.log(41))
     assert info_nce(q, k, queue, 0.2).item() == pytest.approx(math.log(41), rel=1e-5)
@@ -119,3 +128,63 @@ def test_bad_monitor_and_warmup_options_name_the_key():
         load_cfg(None, ["LOSS.LABEL_WARMUP_EPOCHS", "5", "SOLVER.EPOCHS", "5"])
     with pytest.raises(ConfigError, match="LOG.PLATEAU_TOLERANCE"):
         load_cfg(None, ["LOG.PLATEAU_TOLERANCE", "1.5"])
+
+
+def test_unicon_with_many_positives_is_lowest_at_collapse_infonce_is_not():
+    """Why UniCon from scratch can collapse: for features that do not yet separate the classes
+    (one shared direction plus unstructured spread, each query's own key close to it), UniCon
+    with every label known is lowest when the spread is zero, i.e. at its uniform value, while
+    InfoNCE falls as the spread grows. At equal similarities its gradient pulls each query
+    towards the mean of ~K/C same-label keys and gives the own key a weight of only 1/N_pos."""
+    torch.manual_seed(0)
+    num_keys, batch, dim, temperature = 512, 64, 128, 0.2
+    base = F.normalize(torch.randn(dim), dim=0)
+    labels, queue_labels = torch.randint(0, 10, (batch,)), torch.randint(0, 10, (num_keys,))
+    noise_q, noise_queue = torch.randn(batch, dim), torch.randn(num_keys, dim)
+    noise_k = torch.randn(batch, dim)
+    uniform_value = uniform_similarity_loss(labels, queue_labels).item()
+    unicon_losses, infonce_losses, mean_losses = [], [], []
+    for spread in (0.0, 0.2, 0.4):
+        q = F.normalize(base + spread * noise_q / 3, dim=1)
+        queue = F.normalize(base + spread * noise_queue / 3, dim=1)
+        k = F.normalize(q + 0.05 * noise_k / 3, dim=1)
+        unicon_losses.append(unicon(q, k, queue, labels, queue_labels, temperature).item())
+        infonce_losses.append(info_nce(q, k, queue, temperature).item())
+        mean_losses.append(
+            unicon_mean_positives(q, k, queue, labels, queue_labels, temperature).item()
+        )
+    assert unicon_losses[0] == pytest.approx(uniform_value, abs=0.01)
+    assert unicon_losses[0] < unicon_losses[1] < unicon_losses[2]
+    assert infonce_losses[0] > infonce_losses[1] > infonce_losses[2]
+    # Averaged over positives (LOSS.NAME unicon_mean), the loss barely moves with the spread:
+    # it does not reward shrinking it.
+    rise = unicon_losses[2] - unicon_losses[0]
+    assert max(mean_losses) - min(mean_losses) < 0.25 * rise, (mean_losses, unicon_losses)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_fully_labeled_unicon_from_scratch_sits_at_its_uniform_value_and_the_monitor_says_so(
+    tmp_path, caplog
+):
+    """The failure the monitor exists for, reproduced on real digits: fully labeled UniCon from
+    scratch at the digits recipe's lr, no warm-up. Once the queue holds real keys (step 4 of
+    64 images into K 256) the loss sits at log(1 + N_neg·N_pos) and the run is told so once."""
+    cfg = load_cfg(
+        None,
+        [*TINY_DIGITS, "DATA.LABEL_RATIO", "1.0", "SOLVER.EPOCHS", "2", "SOLVER.BASE_LR", "0.24",
+         "SEED", "0", "OUTPUT_DIR", str(tmp_path)],
+    )  # fmt: skip
+    logger = logging.getLogger(LOGGER_NAME)
+    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
+    logger.propagate, propagate = True, logger.propagate
+    try:
+        PretrainTrainer(cfg, CPU).train()
+    finally:
+        logger.propagate = propagate
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    ratios = {row["step"]: row["loss_vs_uniform"] for row in rows if "loss_vs_uniform" in row}
+    assert ratios[2] < 0.9, ratios  # the random initial queue is easy to tell apart
+    assert all(abs(ratio - 1.0) < 0.02 for step, ratio in ratios.items() if step >= 8), ratios
+    warnings = [r.getMessage() for r in caplog.records if "collapse monitor" in r.getMessage()]
+    assert len(warnings) == 1, warnings

@@ -134,3 +134,29 @@ def test_co2_gradient_reaches_query_encoder_not_key():
     loss.backward()
     assert encoder.weight.grad is not None and encoder.weight.grad.abs().sum() > 0
     assert k.grad is None
+
+
+def test_unicon_mean_positives_matches_a_loop_over_queries_and_positives():
+    """Per query, the mean over its positives p of log(1 + Σ_n exp(s_n − s_p)), by hand."""
+    torch.manual_seed(3)
+    q, k = F.normalize(torch.randn(5, 8), dim=1), F.normalize(torch.randn(5, 8), dim=1)
+    queue = F.normalize(torch.randn(12, 8), dim=1)
+    labels = torch.tensor([0, 1, -1, 2, 0])
+    queue_labels = torch.tensor([0, 0, 1, -1, 2, 2, 2, 1, 0, -1, 3, 3])
+    temperature = 0.5
+    per_query = []
+    for i in range(5):
+        sims = (queue @ q[i]) / temperature
+        own = (q[i] @ k[i]) / temperature
+        positive = (queue_labels == labels[i]) & (labels[i] >= 0)
+        negatives = sims[~positive]
+        positives = [own, *sims[positive]]
+        terms = [torch.log1p(torch.exp(negatives - s_p).sum()) for s_p in positives]
+        per_query.append(torch.stack(terms).mean())
+    expected = torch.stack(per_query).mean()
+    got = losses.unicon_mean_positives(q, k, queue, labels, queue_labels, temperature)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    unlabeled = torch.full_like(labels, -1)
+    assert losses.unicon_mean_positives(
+        q, k, queue, unlabeled, queue_labels, temperature
+    ).item() == pytest.approx(losses.info_nce(q, k, queue, temperature).item(), rel=1e-5)

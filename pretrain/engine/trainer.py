@@ -154,7 +154,7 @@ class PretrainTrainer:
         return wrap_train_dataset(cfg, dataset)
 
     def _check_queue_size(self, num_images: int) -> None:
-        """An image's own older keys must not sit in the queue as its negatives (docs/methods.md §2)."""
+        """An image's own older keys must not sit in the queue as its negatives (methods.md §2)."""
         limit = num_images - self.cfg.SOLVER.BATCH_SIZE
         if self.cfg.MOCO.K > limit:
             raise ConfigError(

@@ -17,6 +17,10 @@ from .. import losses
 from .resnet import build_resnet, feature_dim
 from .split_bn import convert_to_split_bn
 
+# LOSS.NAME of the losses that use labels -> the loss; "infonce" (MoCo) ignores them.
+LABEL_LOSSES = {"unicon": losses.unicon, "unicon_mean": losses.unicon_mean_positives}
+LOSSES = (*LABEL_LOSSES, "infonce")
+
 
 def build_encoder(arch: str, dim: int, head: str, cifar_stem: bool = False) -> nn.Module:
     """A ResNet whose ``fc`` is the projection head: linear (MoCo v1) or 2-layer MLP (v2)."""
@@ -53,8 +57,8 @@ class UniMoCo(nn.Module):
         shuffle_bn: bool = True,
     ) -> None:
         super().__init__()
-        if loss not in ("unicon", "infonce"):
-            raise ValueError(f"unknown loss {loss!r}; expected 'unicon' or 'infonce'")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
         self.queue_size = queue_size
         self.momentum = momentum
         self.temperature = temperature
@@ -76,7 +80,7 @@ class UniMoCo(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> UniMoCo:
-        """Build from a pretraining config; split BN only on a single process (docs/methods.md §4)."""
+        """Build from a pretraining config; split BN only on one process (docs/methods.md §4)."""
         single_process = du.get_world_size() == 1
         return cls(
             arch=cfg.MODEL.ARCH,
@@ -152,12 +156,13 @@ class UniMoCo(nn.Module):
         # Losses in fp32 outside autocast: bf16 logits over a 65536-entry queue are too coarse.
         with torch.autocast(device_type=im_q.device.type, enabled=False):
             q32, k32 = q.float(), k.float()
-            if self.loss_name == "unicon":
-                contrast = losses.unicon(
-                    q32, k32, self.queue, labels, self.queue_labels, self.temperature
-                )
-            else:
+            if self.loss_name == "infonce":
                 contrast = losses.info_nce(q32, k32, self.queue, self.temperature)
+            else:
+                unicon = (
+                    losses.unicon if self.loss_name == "unicon" else losses.unicon_mean_positives
+                )
+                contrast = unicon(q32, k32, self.queue, labels, self.queue_labels, self.temperature)
             out = {"loss_contrast": contrast}
             loss = contrast
             if self.co2_alpha > 0:
@@ -165,8 +170,10 @@ class UniMoCo(nn.Module):
                 loss = loss + self.co2_alpha * out["loss_co2"]
         out["loss"] = loss
         with torch.no_grad():  # the collapse monitor's inputs, on the queue the loss saw
-            uniform_labels = labels if self.loss_name == "unicon" else torch.full_like(labels, -1)
-            out["uniform_loss"] = losses.uniform_similarity_loss(uniform_labels, self.queue_labels)
+            uniform_labels = torch.full_like(labels, -1) if self.loss_name == "infonce" else labels
+            out["uniform_loss"] = losses.uniform_similarity_loss(
+                uniform_labels, self.queue_labels, mean_positives=self.loss_name == "unicon_mean"
+            )
             out["key_cosine"] = losses.mean_pairwise_cosine(k)
         out["keys"] = k
         out["labels"] = labels
