@@ -35,6 +35,23 @@ def queue_positive_mask(labels: torch.Tensor, queue_labels: torch.Tensor) -> tor
     return (labels[:, None] == queue_labels[None, :]) & (labels[:, None] >= 0)
 
 
+def _label_similarities(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    labels: torch.Tensor,
+    queue_labels: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s_pos, s_queue, positive mask, logsumexp over each query's negatives)``; masked
+    entries take the dtype's lowest finite value, so a row without negatives stays finite."""
+    s_pos, s_queue = _similarities(q, k, queue, temperature)
+    positive = queue_positive_mask(labels, queue_labels)
+    lowest = torch.finfo(s_queue.dtype).min
+    lse_negatives = torch.logsumexp(s_queue.masked_fill(positive, lowest), dim=1)
+    return s_pos, s_queue, positive, lse_negatives
+
+
 def unicon(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -50,11 +67,10 @@ def unicon(
     lowest finite value, not -inf, so that a row with no negatives gives a zero loss and a zero
     gradient instead of NaN.
     """
-    s_pos, s_queue = _similarities(q, k, queue, temperature)
-    positive = queue_positive_mask(labels, queue_labels)
-    lowest = torch.finfo(s_queue.dtype).min
-    lse_negatives = torch.logsumexp(s_queue.masked_fill(positive, lowest), dim=1)
-    neg_positive_queue = (-s_queue).masked_fill(~positive, lowest)
+    s_pos, s_queue, positive, lse_negatives = _label_similarities(
+        q, k, queue, labels, queue_labels, temperature
+    )
+    neg_positive_queue = (-s_queue).masked_fill(~positive, torch.finfo(s_queue.dtype).min)
     lse_neg_positives = torch.logsumexp(torch.cat([-s_pos[:, None], neg_positive_queue], 1), dim=1)
     return F.softplus(lse_negatives + lse_neg_positives).mean()
 
@@ -74,10 +90,9 @@ def unicon_mean_positives(
     pairs in one log makes UniCon lowest at collapse for features that do not yet separate the
     classes; the mean is flat there, so training from scratch with many labels does not stall.
     """
-    s_pos, s_queue = _similarities(q, k, queue, temperature)
-    positive = queue_positive_mask(labels, queue_labels)
-    lowest = torch.finfo(s_queue.dtype).min
-    lse_negatives = torch.logsumexp(s_queue.masked_fill(positive, lowest), dim=1)
+    s_pos, s_queue, positive, lse_negatives = _label_similarities(
+        q, k, queue, labels, queue_labels, temperature
+    )
     own = F.softplus(lse_negatives - s_pos)
     queued = F.softplus(lse_negatives[:, None] - s_queue).masked_fill(~positive, 0.0).sum(dim=1)
     return ((own + queued) / (1.0 + positive.sum(dim=1))).mean()

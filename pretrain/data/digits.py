@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset
+
+from .grey_images import GreyImages
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 NUM_IMAGES = 1797
@@ -47,7 +48,7 @@ def digits_split(num_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), np.sort(test)
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(GreyImages):
     """One split of the digits as ``(image, label)``; ``sample_ids`` are the images' indices in
     scikit-learn's array ("0000".."1796"), so a labeled list names the same image in any split."""
 
@@ -66,25 +67,10 @@ class DigitsDataset(Dataset):
                 f"DATA.DIGITS.SIZE = {size}; expected at least {MIN_SIZE} (the native size)"
             )
         train, test = digits_split(num_test, seed)
-        self.indices = train if split == "train" else test
+        indices = train if split == "train" else test
         images, labels = _digits()
-        self.images = [
+        resized = [
             np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BILINEAR))
-            for i in self.indices
+            for i in indices
         ]
-        self.targets = [int(labels[i]) for i in self.indices]
-        self.classes = list(DIGIT_CLASSES)
-        self.transform = transform
-
-    @property
-    def sample_ids(self) -> list[str]:
-        return [f"{index:04d}" for index in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = Image.fromarray(self.images[index]).convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
+        super().__init__(resized, labels[indices], indices, DIGIT_CLASSES, 4, transform)

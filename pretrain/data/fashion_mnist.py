@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+
+from .grey_images import GreyImages
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "apt-get install -y dataset-fashion-mnist"
@@ -133,7 +134,7 @@ def balanced_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-class FashionMNISTDataset(Dataset):
+class FashionMNISTDataset(GreyImages):
     """One split as ``(image, label)``; ``sample_ids`` are the images' indices in the published
     files ("00000".."59999"), so a labeled list names the same image whatever the subset."""
 
@@ -149,26 +150,12 @@ class FashionMNISTDataset(Dataset):
         if size < NATIVE_SIZE // 2:
             raise ValueError(f"DATA.FASHION_MNIST.SIZE = {size}; expected at least 14 px")
         images, labels = load_split(str(root), split)
-        self.indices = balanced_subset(labels, subset, subset_seed)
-        self.images = [
+        indices = balanced_subset(labels, subset, subset_seed)
+        resized = [
             images[i]
             if size == images.shape[1]
             else np.asarray(Image.fromarray(images[i]).resize((size, size), Image.BILINEAR))
-            for i in self.indices
+            for i in indices
         ]
-        self.targets = [int(labels[i]) for i in self.indices]
-        self.classes = list(FASHION_MNIST_CLASSES)
-        self.transform = transform
-
-    @property
-    def sample_ids(self) -> list[str]:
-        return [f"{index:05d}" for index in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = Image.fromarray(self.images[index]).convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
+        targets = labels[indices]
+        super().__init__(resized, targets, indices, FASHION_MNIST_CLASSES, 5, transform)
