@@ -37,6 +37,28 @@ def _threads():
     torch.set_num_threads(2)
 
 
+class _Records(logging.Handler):
+    """Keeps the records of the logger it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def monitor_warnings():
+    """The collapse monitor's warnings, read off the ``unimoco`` logger itself (whatever other
+    tests did to its handlers and propagation)."""
+    handler = _Records()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
 def test_uniform_value_is_the_loss_at_equal_similarities():
     """With every embedding the same point, UniCon and InfoNCE equal log(1 + N_neg·N_pos),
     counted here by hand per query."""
@@ -74,28 +96,22 @@ def test_mean_pairwise_cosine_matches_the_pairs():
     assert mean_pairwise_cosine(same).item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_monitor_warns_once_after_a_streak_past_the_warmup(caplog):
+def test_monitor_warns_once_after_a_streak_past_the_warmup(monitor_warnings):
     monitor = CollapseMonitor(tolerance=0.02, windows=3, start_step=10)
-    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.propagate, propagate = True, logger.propagate
-    try:
-        for step in range(2, 12, 2):  # at the uniform value, but inside the warm-up
-            monitor.observe(step, 6.93, 6.93, 0.99)
-        monitor.observe(12, 6.93, 6.93, 0.99)
-        monitor.observe(14, 5.0, 6.93, 0.5)  # a learning window breaks the streak
-        monitor.observe(16, 6.95, 6.93, 0.99)
-        monitor.observe(18, 6.90, 6.93, 0.99)
-        assert not caplog.records
-        scalars = monitor.observe(20, 6.93, 6.93, 0.97)
-        monitor.observe(22, 6.93, 6.93, 0.97)
-    finally:
-        logger.propagate = propagate
+    for step in range(2, 12, 2):  # at the uniform value, but inside the warm-up
+        monitor.observe(step, 6.93, 6.93, 0.99)
+    monitor.observe(12, 6.93, 6.93, 0.99)
+    monitor.observe(14, 5.0, 6.93, 0.5)  # a learning window breaks the streak
+    monitor.observe(16, 6.95, 6.93, 0.99)
+    monitor.observe(18, 6.90, 6.93, 0.99)
+    assert not monitor_warnings
+    scalars = monitor.observe(20, 6.93, 6.93, 0.97)
+    monitor.observe(22, 6.93, 6.93, 0.97)
     assert scalars == {"loss_vs_uniform": 1.0, "key_cosine": 0.97}
-    assert len(caplog.records) == 1 and "collapse: the keys all point" in caplog.text
+    assert len(monitor_warnings) == 1 and "collapse: the keys all point" in monitor_warnings[0]
 
 
-def test_monitor_fires_on_a_forced_collapse(tmp_path, caplog):
+def test_monitor_fires_on_a_forced_collapse(tmp_path, monitor_warnings):
     """A projection head whose weights are zero maps every image to its bias: the keys collapse,
     the loss sits exactly at log(K + 1), and the run says so once, as a collapse."""
     cfg = load_cfg(
@@ -108,19 +124,13 @@ def test_monitor_fires_on_a_forced_collapse(tmp_path, caplog):
         for encoder in (trainer.model.encoder_q, trainer.model.encoder_k):
             encoder.fc[-1].weight.zero_()
             encoder.fc[-1].bias.fill_(1.0)
-    logger = logging.getLogger(LOGGER_NAME)
-    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    logger.propagate, propagate = True, logger.propagate
-    try:
-        trainer.train()
-    finally:
-        logger.propagate = propagate
+    trainer.train()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logged = [row for row in rows if "loss_vs_uniform" in row]
     assert logged[-1]["key_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert logged[-1]["loss_vs_uniform"] == pytest.approx(1.0, abs=1e-4)
-    warnings = [r for r in caplog.records if "collapse monitor" in r.getMessage()]
-    assert len(warnings) == 1 and "collapse: the keys all point" in warnings[0].getMessage()
+    warnings = [m for m in monitor_warnings if "collapse monitor" in m]
+    assert len(warnings) == 1 and "collapse: the keys all point" in warnings[0]
 
 
 def test_bad_monitor_and_warmup_options_name_the_key():
@@ -165,7 +175,7 @@ def test_unicon_with_many_positives_is_lowest_at_collapse_infonce_is_not():
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_fully_labeled_unicon_from_scratch_sits_at_its_uniform_value_and_the_monitor_says_so(
-    tmp_path, caplog
+    tmp_path, monitor_warnings
 ):
     """The failure the monitor exists for, reproduced on real digits: fully labeled UniCon from
     scratch at the digits recipe's lr, no warm-up. Once the queue holds real keys (step 4 of
@@ -175,16 +185,10 @@ def test_fully_labeled_unicon_from_scratch_sits_at_its_uniform_value_and_the_mon
         [*TINY_DIGITS, "DATA.LABEL_RATIO", "1.0", "SOLVER.EPOCHS", "2", "SOLVER.BASE_LR", "0.24",
          "SEED", "0", "OUTPUT_DIR", str(tmp_path)],
     )  # fmt: skip
-    logger = logging.getLogger(LOGGER_NAME)
-    caplog.set_level(logging.WARNING, logger=LOGGER_NAME)
-    logger.propagate, propagate = True, logger.propagate
-    try:
-        PretrainTrainer(cfg, CPU).train()
-    finally:
-        logger.propagate = propagate
+    PretrainTrainer(cfg, CPU).train()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     ratios = {row["step"]: row["loss_vs_uniform"] for row in rows if "loss_vs_uniform" in row}
     assert ratios[2] < 0.9, ratios  # the random initial queue is easy to tell apart
     assert all(abs(ratio - 1.0) < 0.02 for step, ratio in ratios.items() if step >= 8), ratios
-    warnings = [r.getMessage() for r in caplog.records if "collapse monitor" in r.getMessage()]
+    warnings = [m for m in monitor_warnings if "collapse monitor" in m]
     assert len(warnings) == 1, warnings
