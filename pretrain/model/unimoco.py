@@ -159,10 +159,10 @@ class UniMoCo(nn.Module):
             if self.loss_name == "infonce":
                 contrast = losses.info_nce(q32, k32, self.queue, self.temperature)
             else:
-                unicon = (
-                    losses.unicon if self.loss_name == "unicon" else losses.unicon_mean_positives
+                label_loss = LABEL_LOSSES[self.loss_name]
+                contrast = label_loss(
+                    q32, k32, self.queue, labels, self.queue_labels, self.temperature
                 )
-                contrast = unicon(q32, k32, self.queue, labels, self.queue_labels, self.temperature)
             out = {"loss_contrast": contrast}
             loss = contrast
             if self.co2_alpha > 0:
