@@ -102,6 +102,9 @@ _C.LOSS.NAME = "unicon"
 # is lowest when all keys collapse to one point (docs/methods.md §2); learning instances first
 # kept a fully labeled digits run off that point, at a lower kNN by epoch 15 (docs/benchmarks.md).
 _C.LOSS.LABEL_WARMUP_EPOCHS = 0
+# Symmetric loss (MoCo's CIFAR demo, MoCo v3): each crop is also the other's query, the loss is the
+# mean of both directions and both key batches enter the queue; twice the encoder work per step.
+_C.LOSS.SYMMETRIC = False
 
 _C.CO2 = CfgNode()
 _C.CO2.ENABLED = False

@@ -223,10 +223,12 @@ def check_relations(cfg: CfgNode, world_size: int) -> None:
             f"expected at least {kernel} px, the stem's first kernel ({kernel}x{kernel}): a "
             "smaller crop is mostly zero padding"
         )
-    if cfg.MOCO.K < batch:
+    keys_per_step = batch * (2 if cfg.LOSS.SYMMETRIC else 1)
+    if cfg.MOCO.K < keys_per_step:
         raise ConfigError(
-            f"MOCO.K = {cfg.MOCO.K} with SOLVER.BATCH_SIZE = {batch}; expected a queue of at "
-            "least one batch (each step enqueues the whole batch's keys)"
+            f"MOCO.K = {cfg.MOCO.K} with SOLVER.BATCH_SIZE = {batch} and LOSS.SYMMETRIC = "
+            f"{cfg.LOSS.SYMMETRIC}; expected a queue of at least the {keys_per_step} keys each "
+            "step enqueues (the whole batch's, twice with the symmetric loss)"
         )
     for key in ("SOLVER.WARMUP_EPOCHS", "LOSS.LABEL_WARMUP_EPOCHS"):
         if not lookup(cfg, key) < cfg.SOLVER.EPOCHS:

@@ -77,6 +77,7 @@ def get_unfrozen(opts: list[str]):
         (["SEMISUP.STEPS", "('a',)"], "SEMISUP.STEPS"),
         (["SOLVER.WARMUP_EPOCHS", "200"], "fewer than SOLVER.EPOCHS = 200"),
         (["MOCO.K", "128"], "MOCO.K = 128 with SOLVER.BATCH_SIZE = 256"),
+        (["MOCO.K", "300", "LOSS.SYMMETRIC", "True"], "expected a queue of at least the 512 keys"),
         (["INPUT.SIZE", "2", "MODEL.CIFAR_STEM", "True"], "expected at least 3 px"),
         (["SEED", "-1"], "SEED = -1"),
         (["DATA.SHAPES.IMAGE_SIZE", "16"], "DATA.SHAPES.IMAGE_SIZE = 16"),

@@ -167,3 +167,44 @@ def test_a_step_never_copies_the_queue(loss):
     assert copies == []
     assert (model.queue.data_ptr(), model.queue_labels.data_ptr()) == pointers
     torch.testing.assert_close(model.queue[:4], out["keys"].float())
+
+
+@pytest.mark.parametrize("loss", ["unicon", "infonce"])
+def test_symmetric_loss_is_the_mean_of_both_directions_and_queues_both_keys(loss):
+    """LOSS.SYMMETRIC: ½[ℓ(q₁, k₂) + ℓ(q₂, k₁)] (CO2 likewise), computed here from the encoders
+    directly, and both key batches with their labels enter the queue."""
+    from unimoco.pretrain import losses
+
+    model = _tiny(loss=loss, co2_alpha=0.5, symmetric=True, shuffle_bn=False)
+    reference = copy.deepcopy(model)
+    x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([1, -1, 2, 1])
+    reference.queue_labels[:6] = torch.tensor([1, 1, 2, -1, 3, 2])
+    model.queue_labels.copy_(reference.queue_labels)
+    out = model(x1, x2, labels)
+
+    reference.momentum_update()
+    norm = torch.nn.functional.normalize
+    q1, q2 = norm(reference.encoder_q(x1), dim=1), norm(reference.encoder_q(x2), dim=1)
+    with torch.no_grad():
+        k1, k2 = norm(reference.encoder_k(x1), dim=1), norm(reference.encoder_k(x2), dim=1)
+    queue, queue_labels, tau = reference.queue, reference.queue_labels, reference.temperature
+
+    def contrast(q, k):
+        if loss == "infonce":
+            return losses.info_nce(q, k, queue, tau)
+        return losses.unicon(q, k, queue, labels, queue_labels, tau)
+
+    expected = 0.5 * (contrast(q1, k2) + contrast(q2, k1))
+    expected_co2 = 0.5 * (losses.co2(q1, k2, queue, 0.05) + losses.co2(q2, k1, queue, 0.05))
+    torch.testing.assert_close(out["loss_contrast"], expected)
+    torch.testing.assert_close(out["loss_co2"], expected_co2)
+    torch.testing.assert_close(out["loss"], expected + 0.5 * expected_co2)
+    torch.testing.assert_close(out["keys"], torch.cat([k2, k1]))
+    assert out["labels"].tolist() == [1, -1, 2, 1] * 2
+
+    out["loss"].backward()
+    model.enqueue(out["keys"], out["labels"])
+    torch.testing.assert_close(model.queue[:8], torch.cat([k2, k1]))
+    assert model.queue_labels[:8].tolist() == [1, -1, 2, 1] * 2
+    assert model.queue_ptr.item() == 8

@@ -147,6 +147,10 @@ def test_bad_input_errors_name_the_culprit(tmp_path, capsys):
     assert code == 2 and "no_such_class/missing.png" in text
     code, text = _cli_error(capsys, *TINY, "MOCO.K", "4096", "OUTPUT_DIR", str(tmp_path / "o3"))
     assert code == 2 and "MOCO.K = 4096" in text and "MOCO.K <= 160" in text
+    # The symmetric loss queues two keys per image: the queue may span twice as many keys.
+    code, text = _cli_error(capsys, *TINY, "MOCO.K", "4096", "LOSS.SYMMETRIC", "True",
+                            "OUTPUT_DIR", str(tmp_path / "o4"))  # fmt: skip
+    assert code == 2 and "MOCO.K <= 320" in text
 
 
 def test_corrupt_image_is_skipped_and_counted(tmp_path):

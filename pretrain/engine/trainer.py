@@ -154,8 +154,10 @@ class PretrainTrainer:
         return wrap_train_dataset(cfg, dataset)
 
     def _check_queue_size(self, num_images: int) -> None:
-        """An image's own older keys must not sit in the queue as its negatives (methods.md §2)."""
-        limit = num_images - self.cfg.SOLVER.BATCH_SIZE
+        """An image's own older keys must not sit in the queue as its negatives (methods.md §2);
+        the symmetric loss queues two keys per image, so the queue spans half as many images."""
+        keys_per_image = 2 if self.cfg.LOSS.SYMMETRIC else 1
+        limit = keys_per_image * (num_images - self.cfg.SOLVER.BATCH_SIZE)
         if self.cfg.MOCO.K > limit:
             raise ConfigError(
                 f"MOCO.K = {self.cfg.MOCO.K} is too large for {num_images} training images with "

@@ -55,6 +55,7 @@ class UniMoCo(nn.Module):
         co2_temperature: float = 0.05,
         bn_splits: int = 1,
         shuffle_bn: bool = True,
+        symmetric: bool = False,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -66,6 +67,7 @@ class UniMoCo(nn.Module):
         self.co2_alpha = co2_alpha
         self.co2_temperature = co2_temperature
         self.shuffle_bn = shuffle_bn
+        self.symmetric = symmetric
 
         self.encoder_q = build_encoder(arch, dim, head, cifar_stem)
         if bn_splits > 1:
@@ -95,6 +97,7 @@ class UniMoCo(nn.Module):
             co2_temperature=cfg.CO2.T,
             bn_splits=cfg.MOCO.BN_SPLITS if (single_process and cfg.MOCO.SHUFFLE_BN) else 1,
             shuffle_bn=cfg.MOCO.SHUFFLE_BN,
+            symmetric=cfg.LOSS.SYMMETRIC,
         )
 
     @torch.no_grad()
@@ -140,21 +143,13 @@ class UniMoCo(nn.Module):
             du.get_rank()
         ]
 
-    def forward(
-        self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Losses for one batch of query/key crops; ``labels`` int64 with -1 for unlabeled.
-
-        Also returns the contrastive loss's uniform-similarity value and the keys' mean pairwise
-        cosine (no gradient), which tell a plateau or a collapse from learning."""
-        if labels is None:
-            labels = torch.full((len(im_q),), -1, dtype=torch.long, device=im_q.device)
-        q = F.normalize(self.encoder_q(im_q), dim=1)
-        with torch.no_grad():
-            self.momentum_update()
-            k = self._encode_keys(im_k)
-        # Losses in fp32 outside autocast: bf16 logits over a 65536-entry queue are too coarse.
-        with torch.autocast(device_type=im_q.device.type, enabled=False):
+    def _losses(
+        self, q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The contrastive loss of queries ``q`` against their keys ``k`` and the queue, and CO2's
+        consistency term (None when CO2 is off); fp32 outside autocast, since bf16 logits over a
+        65536-entry queue are too coarse."""
+        with torch.autocast(device_type=q.device.type, enabled=False):
             q32, k32 = q.float(), k.float()
             if self.loss_name == "infonce":
                 contrast = losses.info_nce(q32, k32, self.queue, self.temperature)
@@ -163,11 +158,44 @@ class UniMoCo(nn.Module):
                 contrast = label_loss(
                     q32, k32, self.queue, labels, self.queue_labels, self.temperature
                 )
-            out = {"loss_contrast": contrast}
-            loss = contrast
-            if self.co2_alpha > 0:
-                out["loss_co2"] = losses.co2(q32, k32, self.queue, self.co2_temperature)
-                loss = loss + self.co2_alpha * out["loss_co2"]
+            co2 = (
+                losses.co2(q32, k32, self.queue, self.co2_temperature)
+                if self.co2_alpha > 0
+                else None
+            )
+        return contrast, co2
+
+    def forward(
+        self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses for one batch of query/key crops; ``labels`` int64 with -1 for unlabeled.
+
+        Symmetric (MoCo's CIFAR demo, MoCo v3): each crop is also the query of the other, the
+        losses are the mean of the two directions and both key batches are returned for the
+        queue. Also returns the contrastive loss's uniform-similarity value and the keys' mean
+        pairwise cosine (no gradient), which tell a plateau or a collapse from learning."""
+        if labels is None:
+            labels = torch.full((len(im_q),), -1, dtype=torch.long, device=im_q.device)
+        q = F.normalize(self.encoder_q(im_q), dim=1)
+        if self.symmetric:
+            q_of_k = F.normalize(self.encoder_q(im_k), dim=1)
+        with torch.no_grad():
+            self.momentum_update()
+            k = self._encode_keys(im_k)
+            if self.symmetric:
+                k_of_q = self._encode_keys(im_q)
+        contrast, co2 = self._losses(q, k, labels)
+        keys, key_labels = k, labels
+        if self.symmetric:
+            contrast_back, co2_back = self._losses(q_of_k, k_of_q, labels)
+            contrast = 0.5 * (contrast + contrast_back)
+            co2 = None if co2 is None else 0.5 * (co2 + co2_back)
+            keys, key_labels = torch.cat([k, k_of_q]), torch.cat([labels, labels])
+        out = {"loss_contrast": contrast}
+        loss = contrast
+        if co2 is not None:
+            out["loss_co2"] = co2
+            loss = loss + self.co2_alpha * co2
         out["loss"] = loss
         with torch.no_grad():  # the collapse monitor's inputs, on the queue the loss saw
             uniform_labels = torch.full_like(labels, -1) if self.loss_name == "infonce" else labels
@@ -175,6 +203,6 @@ class UniMoCo(nn.Module):
                 uniform_labels, self.queue_labels, mean_positives=self.loss_name == "unicon_mean"
             )
             out["key_cosine"] = losses.mean_pairwise_cosine(k)
-        out["keys"] = k
-        out["labels"] = labels
+        out["keys"] = keys
+        out["labels"] = key_labels
         return out
