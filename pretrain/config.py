@@ -259,4 +259,3 @@ def validate_cfg(cfg: CfgNode) -> None:
 def config_hash(cfg: CfgNode) -> str:
     """A short stable hash of the resolved config, to tell whether two runs share a recipe."""
     return hashlib.sha256(cfg.dump(sort_keys=True).encode()).hexdigest()[:16]
-
