@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_fashion_mnist import make_fashion_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +82,12 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
     for path in ("knn_metrics.json", "k20/knn_metrics.json", "lincls_metrics.json"):
         assert (run / path).is_file() and (out / "random_init" / "seed0" / path).is_file()
     assert json.loads((run / "k20" / "knn_metrics.json").read_text())["num_train"] == 60
-    assert (out / "supervised_ce" / "seed0" / "semisup_metrics.json").is_file()
+    assert "SYMMETRIC: true" in config
+    ce = out / "supervised_ce" / "seed0"
+    assert (ce / "semisup_metrics.json").is_file()
+    # As many crops through the network as the symmetric pretraining's query encoder: 2 x 2 epochs.
+    ce_config = yaml.safe_load((ce / "semisup_config.yaml").read_text())
+    assert ce_config["SEMISUP"]["EPOCHS"] == 4 and ce_config["SEMISUP"]["BACKBONE_LR"] == 0.03
     assert "| UniMoCo, 30 % labels | 0 |" in done.stdout  # the table ends the run
     raw = json.loads((out / "raw_pixels" / "metrics.json").read_text())
     assert raw["num_train"] == 60 and raw["num_val"] == 30 and 0 <= raw["linear_top1"] <= 100
