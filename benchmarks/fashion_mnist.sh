@@ -54,8 +54,9 @@ for seed in "${SEEDS[@]}"; do
       supervised_ce)  # the whole network trained with cross-entropy on every label, as many
         # crops through it as the pretraining's query encoder sees (twice per epoch when symmetric)
         epochs=$("$PY" -c "import sys; from unimoco.pretrain.config import load_cfg
+from unimoco.pretrain.config_checks import keys_per_image
 cfg = load_cfg(sys.argv[1], sys.argv[2:])
-print(cfg.SOLVER.EPOCHS * (2 if cfg.LOSS.SYMMETRIC else 1))" "$CFG" "$@")
+print(cfg.SOLVER.EPOCHS * keys_per_image(cfg))" "$CFG" "$@")
         [[ -f $dir/semisup_metrics.json ]] ||
           "$UNIMOCO" semisup --random-init --config-file "$CFG" SEED "$seed" OUTPUT_DIR "$dir" \
             SEMISUP.LABEL_RATIO 1.0 SEMISUP.EPOCHS "$epochs" SEMISUP.BATCH_SIZE 64 \

@@ -223,7 +223,7 @@ def check_relations(cfg: CfgNode, world_size: int) -> None:
             f"expected at least {kernel} px, the stem's first kernel ({kernel}x{kernel}): a "
             "smaller crop is mostly zero padding"
         )
-    keys_per_step = batch * (2 if cfg.LOSS.SYMMETRIC else 1)
+    keys_per_step = batch * keys_per_image(cfg)
     if cfg.MOCO.K < keys_per_step:
         raise ConfigError(
             f"MOCO.K = {cfg.MOCO.K} with SOLVER.BATCH_SIZE = {batch} and LOSS.SYMMETRIC = "
@@ -241,6 +241,11 @@ def check_relations(cfg: CfgNode, world_size: int) -> None:
             f"EVAL.KNN_PERIOD = {cfg.EVAL.KNN_PERIOD} needs a held-out split: DATA.VAL_ROOT is "
             "empty; expected the validation folder (same class subfolders as DATA.ROOT)"
         )
+
+
+def keys_per_image(cfg: CfgNode) -> int:
+    """Keys a step enqueues per image: one, or two with the symmetric loss (docs/methods.md §1)."""
+    return 2 if cfg.LOSS.SYMMETRIC else 1
 
 
 def check_config(cfg: CfgNode, world_size: int | None = None) -> None:

@@ -23,6 +23,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import ConfigError, config_hash
+from ..config_checks import keys_per_image
 from ..data.datasets import build_dataset
 from ..data.label_subset import apply_label_subset
 from ..eval.knn import knn_monitor
@@ -156,8 +157,7 @@ class PretrainTrainer:
     def _check_queue_size(self, num_images: int) -> None:
         """An image's own older keys must not sit in the queue as its negatives (methods.md §2);
         the symmetric loss queues two keys per image, so the queue spans half as many images."""
-        keys_per_image = 2 if self.cfg.LOSS.SYMMETRIC else 1
-        limit = keys_per_image * (num_images - self.cfg.SOLVER.BATCH_SIZE)
+        limit = keys_per_image(self.cfg) * (num_images - self.cfg.SOLVER.BATCH_SIZE)
         if self.cfg.MOCO.K > limit:
             raise ConfigError(
                 f"MOCO.K = {self.cfg.MOCO.K} is too large for {num_images} training images with "
