@@ -63,6 +63,11 @@ setup(
         "cloudpickle",
         "setuptools<81",
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout", "hypothesis", "ruff"]},
+    extras_require={
+        # detectron2's Cityscapes loaders and evaluators, and its LVIS ones.
+        "cityscapes": ["cityscapesscripts"],
+        "lvis": ["lvis"],
+        "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff", "cityscapesscripts", "lvis"],
+    },
     entry_points={"console_scripts": ["unimoco = unimoco.cli:main"]},
 )

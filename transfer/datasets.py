@@ -2,13 +2,16 @@
 jsons, and the generated shapes scenes; then a check that the files are there.
 
 detectron2 registers its builtin names (``voc_2007_trainval``, ``coco_2017_train``, ...) at
-import time under ``$DETECTRON2_DATASETS`` (default ``./datasets``); ``DATASETS.ROOT`` re-registers
-the VOC and COCO 2017 names under another root, with the same layout below it.
+import time under ``$DETECTRON2_DATASETS`` (default ``./datasets``). Every layout in
+:data:`ROOT_LAYOUTS` (detectron2's names and ours, e.g. VOC semantic segmentation) is registered
+again under ``DATASETS.ROOT`` (or that same default), with detectron2's layout below it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from detectron2.config import CfgNode
@@ -18,7 +21,9 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.pascal_voc import register_pascal_voc
 
 from unimoco.pretrain.data.shapes import SHAPE_CLASSES
+from unimoco.transfer.errors import DatasetError
 from unimoco.transfer.shapes_detection import ShapesDetection, export_shapes_detection
+from unimoco.transfer.tasks import task_of
 
 # name -> (folder below the root, split); detectron2's names and layout.
 VOC_SPLITS = {
@@ -36,8 +41,18 @@ COCO_SPLITS = {
 }
 
 
-class DatasetError(ValueError):
-    """A data set that is not registered or whose files are missing; names both."""
+__all__ = ["DatasetError", "ROOT_LAYOUTS", "RootLayout", "register_datasets", "check_dataset"]
+
+
+@dataclass(frozen=True)
+class RootLayout:
+    """Data sets that live at fixed places below one root folder (detectron2's layout)."""
+
+    # root -> None: (re-)registers the names under that root.
+    register: Callable[[Path], None]
+    names: tuple[str, ...]
+    # The folders below the root, for the error that names a missing one ("VOC2007/, VOC2012/").
+    folders: str
 
 
 def register_voc_root(root: str | Path) -> None:
@@ -82,11 +97,23 @@ def register_shapes(
     return paths
 
 
+# Every root layout; modules that add data sets at fixed places append theirs.
+ROOT_LAYOUTS: list[RootLayout] = [
+    RootLayout(register_voc_root, tuple(VOC_SPLITS), "VOC2007/, VOC2012/"),
+    RootLayout(register_coco_root, tuple(COCO_SPLITS), "coco/"),
+]
+
+
+def default_root() -> Path:
+    """Where detectron2 looks for its builtin data sets: ``$DETECTRON2_DATASETS`` or ./datasets."""
+    return Path(os.getenv("DETECTRON2_DATASETS", "datasets"))
+
+
 def register_datasets(cfg: CfgNode) -> None:
     """Register what ``cfg`` asks for and check that the train and test data sets exist."""
-    if cfg.DATASETS.ROOT:
-        register_voc_root(cfg.DATASETS.ROOT)
-        register_coco_root(cfg.DATASETS.ROOT)
+    root = Path(cfg.DATASETS.ROOT) if cfg.DATASETS.ROOT else default_root()
+    for layout in ROOT_LAYOUTS:
+        layout.register(root)
     for entry in cfg.DATASETS.EXTRA_COCO:
         parts = [part.strip() for part in entry.split(",")]
         if len(parts) != 3 or not all(parts):
@@ -102,12 +129,16 @@ def register_datasets(cfg: CfgNode) -> None:
         )
     for name in names:
         check_dataset(name)
-    for name in cfg.DATASETS.TRAIN:
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+    for name in names:
+        task = task_of(name)
+        classes = MetadataCatalog.get(name).get(task.classes_field)
+        wanted = cfg
+        for part in task.num_classes_key.split("."):
+            wanted = wanted[part]
+        if classes is not None and len(classes) != wanted:
             raise DatasetError(
-                f"data set {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES "
-                f"= {cfg.MODEL.ROI_HEADS.NUM_CLASSES}"
+                f"data set {name!r} has {len(classes)} classes but {task.num_classes_key} "
+                f"= {wanted}"
             )
 
 
@@ -119,25 +150,14 @@ def check_dataset(name: str) -> None:
             "voc_2007_test, voc_2012_trainval, coco_2017_train, coco_2017_val, "
             f"{', '.join([*SHAPES_VOC, *SHAPES_COCO])}, or add one with DATASETS.EXTRA_COCO"
         )
-    meta = MetadataCatalog.get(name)
-    kind = meta.get("evaluator_type")
-    if kind == "pascal_voc":
-        voc = Path(meta.dirname)
-        wanted = [voc / "Annotations", voc / "JPEGImages", voc / "ImageSets" / "Main"]
-        missing = [folder for folder in wanted if not folder.is_dir()]
-        if not missing and not (voc / "ImageSets" / "Main" / f"{meta.split}.txt").is_file():
-            missing = [voc / "ImageSets" / "Main" / f"{meta.split}.txt"]
-    elif kind == "coco":
-        missing = [Path(meta.json_file)] if not os.path.isfile(meta.json_file) else []
-        missing += [Path(meta.image_root)] if not os.path.isdir(meta.image_root) else []
-    else:
-        missing = []
+    missing = task_of(name).missing_files(MetadataCatalog.get(name))
     if missing:
         hint = ""
-        if name in VOC_SPLITS or name in COCO_SPLITS:
+        layout = next((layout for layout in ROOT_LAYOUTS if name in layout.names), None)
+        if layout is not None:
             hint = (
                 "; set DATASETS.ROOT (or $DETECTRON2_DATASETS) to the folder that holds "
-                "VOC2007/, VOC2012/ and coco/"
+                f"{layout.folders}"
             )
         raise DatasetError(f"data set {name!r}: {missing[0]} does not exist{hint}")
 

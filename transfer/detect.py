@@ -13,6 +13,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+import unimoco.transfer.builtin_tasks  # noqa: F401  (every task's row and data sets)
 from unimoco.pretrain.engine.command import ArgumentError, Command, config_file_help
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback

@@ -1,4 +1,5 @@
-"""The detectron2 trainer of the detect command: the evaluator picked from the data set, precise
+"""The detectron2 trainer of the detect command: the evaluator (and, where a task has one, the
+training mapper) picked from the data set's row in the task table, precise
 BN before every evaluation (``TEST.PRECISE_BN``), weights loaded without running their code, and
 a clean stop on SIGTERM / SIGINT with a checkpoint that ``--resume`` continues from."""
 
@@ -6,54 +7,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, HookBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 import unimoco.transfer.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from unimoco import __version__
 from unimoco.pretrain.engine.preemption import Preempted, StopSignal
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
-from unimoco.transfer.datasets import DatasetError
 from unimoco.transfer.files import write_atomic
 from unimoco.transfer.progress import ProgressHook
+from unimoco.transfer.tasks import build_evaluator, headline, task_of
 
 FINAL_METRICS = "final_metrics.json"
-
-
-class COCOEvaluatorNoDetections(COCOEvaluator):
-    """``COCOEvaluator`` that scores a model with no detections at all 0 AP (detectron2 says NaN,
-    which hides a broken model behind a missing number)."""
-
-    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
-        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
-        if coco_eval is None:
-            results = {metric: 0.0 for metric in results}
-        return results
-
-
-def build_evaluator(cfg: CfgNode, dataset_name: str, output_dir: str | None = None):
-    """VOC07 11-point AP for ``pascal_voc`` data sets; COCO box (and mask if MODEL.MASK_ON) AP
-    with the official pycocotools code for ``coco`` ones."""
-    kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
-    if kind == "pascal_voc":
-        return PascalVOCDetectionEvaluator(dataset_name)
-    if kind == "coco":
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        return COCOEvaluatorNoDetections(
-            dataset_name, tasks=tasks, output_dir=output_dir, use_fast_impl=False
-        )
-    raise DatasetError(
-        f"data set {dataset_name!r} has evaluator_type {kind!r}; expected 'pascal_voc' or 'coco'"
-    )
 
 
 class PreemptionHook(HookBase):
@@ -103,8 +76,14 @@ class Trainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None
     ) -> DatasetEvaluator:
-        folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_evaluator(cfg, dataset_name, folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        """detectron2's loader, with the training mapper of the task when it has its own."""
+        build_mapper = task_of(cfg.DATASETS.TRAIN[0]).build_train_mapper
+        mapper = build_mapper(cfg) if build_mapper else None
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @property
     def last_results(self) -> Mapping[str, Any]:
@@ -113,16 +92,19 @@ class Trainer(DefaultTrainer):
 
 
 def write_final_metrics(cfg: CfgNode, results: Mapping[str, Any]) -> Path:
-    """``OUTPUT_DIR/final_metrics.json``: ``{"results": {dataset: {task: {metric: value}}}}``
-    plus the weights, iterations and unimoco version; NaN (no ground truth for a class) is
-    written as null."""
+    """``OUTPUT_DIR/final_metrics.json``: ``{"results": {dataset: {group: {metric: value}}}}``,
+    the headline metric of each data set's task (``{"headline": {dataset: {"task", "group",
+    "metric", "value"}}}``), the weights, iterations and unimoco version; NaN (no ground truth
+    for a class) is written as null."""
     if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
         results = {cfg.DATASETS.TEST[0]: results}  # detectron2 unwraps a single data set
+    results = _plain(results)
     payload = {
         "unimoco_version": __version__,
         "weights": cfg.MODEL.WEIGHTS,
         "max_iter": cfg.SOLVER.MAX_ITER,
-        "results": _plain(results),
+        "results": results,
+        "headline": {name: headline(name, values) for name, values in results.items()},
     }
     path = Path(cfg.OUTPUT_DIR) / FINAL_METRICS
     write_atomic(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))

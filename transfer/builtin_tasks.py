@@ -1,0 +1,2 @@
+"""Imports every module that adds a task row (``unimoco.transfer.tasks.TASKS``) or a root layout
+(``unimoco.transfer.datasets.ROOT_LAYOUTS``), so that importing this one makes them all known."""
