@@ -1,2 +1,4 @@
 """Imports every module that adds a task row (``unimoco.transfer.tasks.TASKS``) or a root layout
 (``unimoco.transfer.datasets.ROOT_LAYOUTS``), so that importing this one makes them all known."""
+
+import unimoco.transfer.sem_seg  # noqa: F401

@@ -22,7 +22,7 @@ from ..pretrain.config_checks import (
 )
 
 # Roots of the MODEL subtrees whose NORM key selects BN / SyncBN.
-_NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")
+_NORM_NODES = ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD", "SEM_SEG_HEAD")
 # detectron2's synchronised BNs: torch's SyncBatchNorm (CUDA + NCCL only) and NaiveSyncBatchNorm
 # (statistics averaged by an all-reduce; what MoCo's C4 configs use).
 _SYNC_NORMS = ("SyncBN", "naiveSyncBN")
@@ -55,6 +55,11 @@ RULES: dict[str, Valid] = {
     "SOLVER.WARMUP_ITERS": NON_NEGATIVE,
     "SOLVER.CHECKPOINT_PERIOD": POSITIVE,
     "TEST.EVAL_PERIOD": NON_NEGATIVE,
+    "MODEL.SEM_SEG_HEAD.NUM_CONVS": NON_NEGATIVE,
+    "MODEL.SEM_SEG_HEAD.DILATION": POSITIVE,
+    "INPUT.SCALE_RANGE": Valid(
+        lambda v: len(v) == 2 and 0 < v[0] <= v[1], "a pair (lo, hi) with 0 < lo <= hi"
+    ),
 }
 
 
@@ -72,6 +77,13 @@ def add_unimoco_config(cfg: CfgNode) -> None:
     cfg.DATASETS.SHAPES.SEED = 0
     # Cache folder ("" = $UNIMOCO_CACHE/shapes or ~/.cache/unimoco/shapes).
     cfg.DATASETS.SHAPES.ROOT = ""
+    # FCNHead (semantic segmentation): 3x3 convs of CONVS_DIM channels before the 1x1
+    # classifier, and their dilation.
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2
+    cfg.MODEL.SEM_SEG_HEAD.DILATION = 6
+    # Semantic segmentation training: the image is resized by a factor drawn from this range,
+    # then cropped / padded to INPUT.CROP.SIZE.
+    cfg.INPUT.SCALE_RANGE = (0.5, 2.0)
 
 
 def load_detection_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNode:
