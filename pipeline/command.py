@@ -1,5 +1,6 @@
 """``unimoco pipeline --config-file F [--from STAGE] [KEY VALUE ...]``: pretrain, evaluate,
-convert, fine-tune detection and report, in one output folder, skipping finished stages."""
+convert, fine-tune every transfer task (detection, segmentation, ...) and report, in one output
+folder, skipping finished stages."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from fvcore.common.config import CfgNode
 
 from unimoco.pretrain.engine.command import Command, config_file_help
 
-from .config import PipelineConfigError, load_pipeline_cfg
+from .config import PipelineConfigError, load_pipeline_cfg, transfer_tasks
 from .jobs import STAGES, Job, StageFailed
 from .plan import backbone_names, build_jobs
 from .record import read_record
-from .report.build import classification_table, detection_table, write_report
+from .report.build import classification_table, transfer_table, write_report
 from .report.document import markdown_table
 from .report.results import collect_results
 from .runner import run_jobs
@@ -29,11 +30,11 @@ PIPELINE_LOGGER = "unimoco.pipeline"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unimoco pipeline",
-        description="Pretrain -> kNN + linear evaluation -> convert -> detectron2 fine-tune -> "
-        "report (OUTPUT_DIR/report.md, report.html). Stages that finished with the same config "
-        "are skipped on a re-run. Overrides: pipeline keys (OUTPUT_DIR out), or a stage's keys "
-        "behind its section (PRETRAIN.SOLVER.EPOCHS 2, EVAL.LINCLS.EPOCHS 5, "
-        "DETECT.SOLVER.MAX_ITER 100).",
+        description="Pretrain -> kNN + linear evaluation -> convert -> detectron2 transfer tasks "
+        "(DETECT and each TRANSFER.<name>) -> report (OUTPUT_DIR/report.md, report.html). Stages "
+        "that finished with the same config are skipped on a re-run. Overrides: pipeline keys "
+        "(OUTPUT_DIR out), or a stage's keys behind its section (PRETRAIN.SOLVER.EPOCHS 2, "
+        "EVAL.LINCLS.EPOCHS 5, DETECT.SOLVER.MAX_ITER 100, TRANSFER.voc_seg.SOLVER.MAX_ITER 100).",
     )
     parser.add_argument(
         "--config-file",
@@ -83,8 +84,9 @@ def _run(args: argparse.Namespace, cfg: CfgNode) -> int:
     say = pipeline_logger(output_dir / LOG_FILE).info
     say(f"pipeline {args.config_file}: {len(jobs)} jobs into {output_dir}")
     run_jobs(jobs, args.from_stage, say)
-    results = collect_results(output_dir, backbone_names(cfg), [])
-    for table in (classification_table(results), detection_table(results)):
+    results = collect_results(output_dir, backbone_names(cfg), [], list(transfer_tasks(cfg)))
+    tables = [classification_table(results), *map(transfer_table, results.transfer.values())]
+    for table in tables:
         if table is not None:
             say("\n" + markdown_table(table))
     say(f"\nreport: {output_dir / 'report.html'} (and report.md)")
@@ -95,7 +97,8 @@ def _report(job: Job, cfg: CfgNode) -> dict[str, str]:
     """The report job: gather every job's results and timings, write the plots and pages."""
     records = [read_record(upstream.folder) for upstream in job.inputs]
     timings = [(r.stage, r.name, r.wall_time_s) for r in records if r is not None]
-    results = collect_results(Path(cfg.OUTPUT_DIR), backbone_names(cfg), timings)
+    tasks = list(transfer_tasks(cfg))
+    results = collect_results(Path(cfg.OUTPUT_DIR), backbone_names(cfg), timings, tasks)
     markdown, page = write_report(results, cfg, job.folder)
     return {"markdown": f"../{markdown.name}", "html": f"../{page.name}"}
 

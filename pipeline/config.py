@@ -1,9 +1,11 @@
-"""Pipeline config: fvcore ``CfgNode`` YAML with ``_BASE_`` that points at a pretraining and a
-detection config and carries per-stage overrides; errors name the key.
+"""Pipeline config: fvcore ``CfgNode`` YAML with ``_BASE_`` that points at a pretraining config
+and one or more transfer configs (``DETECT`` and the named tasks under ``TRANSFER``) and carries
+per-stage overrides; errors name the key.
 
 Command-line overrides address the pipeline's own keys (``OUTPUT_DIR out``) or, with a stage
 prefix, any key of a stage's config (``PRETRAIN.SOLVER.EPOCHS 2``, ``DETECT.SOLVER.MAX_ITER 50``,
-``EVAL.LINCLS.EPOCHS 5``): those are appended to that stage's ``OPTS``.
+``TRANSFER.voc_seg.SOLVER.MAX_ITER 50``, ``EVAL.LINCLS.EPOCHS 5``): those are appended to that
+stage's (or task's) ``OPTS``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ class _PipelineCfgNode(BuiltinBaseMixin, CfgNode):
     @classmethod
     def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
         loaded = super().load_yaml_with_base(filename, allow_unsafe)
-        for section in _STAGE_FILES:
-            value = (loaded.get(section) or {}).get("CONFIG_FILE")
+        stages = [loaded.get(section) for section in _STAGE_FILES]
+        stages += list((loaded.get("TRANSFER") or {}).values())
+        for stage in stages:
+            value = stage.get("CONFIG_FILE") if isinstance(stage, dict) else None
             if value:
-                loaded[section]["CONFIG_FILE"] = resolve_relative(value, filename)
+                stage["CONFIG_FILE"] = resolve_relative(value, filename)
         return loaded
 
 
@@ -53,9 +57,16 @@ _C.EVAL.LINCLS = True
 _C.EVAL.OPTS = ["LINCLS.MODE", "fast"]
 
 _C.DETECT = _PipelineCfgNode()
-# A detection config (unimoco detect): a path or a name, as for PRETRAIN.CONFIG_FILE.
+# A transfer config (unimoco detect: detection, segmentation, keypoints, VOC07 SVMs): a path or a
+# name, as for PRETRAIN.CONFIG_FILE. Empty when every transfer task is under TRANSFER.
 _C.DETECT.CONFIG_FILE = ""
 _C.DETECT.OPTS = []
+
+# More transfer tasks, each run from every backbone like DETECT, each a table of its own in the
+# report: NAME: {CONFIG_FILE: ..., OPTS: [...]}, e.g.
+#   TRANSFER:
+#     voc_seg: {CONFIG_FILE: segmentation/voc_FCN_R_50_30k, OPTS: [DATASETS.ROOT, /data]}
+_C.TRANSFER = _PipelineCfgNode(new_allowed=True)
 
 # The same evaluation and fine-tune from other starting points: random (randomly initialised
 # backbone), supervised (pretrained on the same images with every label: UniCon with
@@ -67,6 +78,9 @@ _C.SUPERVISED = _PipelineCfgNode()
 _C.SUPERVISED.OPTS = ["DATA.LABEL_RATIO", 1.0, "LOSS.NAME", "unicon", "DATA.LABELED_LIST", ""]
 
 _STAGE_SECTIONS = ("PRETRAIN", "EVAL", "DETECT", "SUPERVISED")
+# What DETECT is called among the transfer tasks (its jobs write to OUTPUT_DIR/detect/<backbone>).
+DETECT_TASK = "detect"
+_TASK_KEYS = {"CONFIG_FILE", "OPTS"}
 
 
 class PipelineConfigError(ValueError):
@@ -89,8 +103,11 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, list
     staged: dict[str, list[str]] = {section: [] for section in _STAGE_SECTIONS}
     for key, value in zip(overrides[::2], overrides[1::2]):
         section, _, rest = key.partition(".")
+        task, _, task_key = rest.partition(".")
         if section in staged and rest and rest not in _C[section]:
             staged[section] += [rest, value]
+        elif section == "TRANSFER" and task_key and task_key not in _TASK_KEYS:
+            staged.setdefault(f"TRANSFER.{task}", []).extend([task_key, value])
         else:
             own += [key, value]
     return own, staged
@@ -113,27 +130,68 @@ def load_pipeline_cfg(config_file: str, overrides: Sequence[str] = ()) -> CfgNod
         cfg.merge_from_list(own)
     except (KeyError, AssertionError, ValueError) as err:
         raise PipelineConfigError(f"command-line override: {err}") from None
+    tasks = transfer_tasks(cfg)
     for section, opts in staged.items():
-        cfg[section].OPTS = [str(v) for v in cfg[section].OPTS] + opts
-    for section in _STAGE_FILES:
-        cfg[section].CONFIG_FILE = _existing_file(cfg, section)
+        node = _stage_node(cfg, section)
+        node.OPTS = [str(v) for v in node.OPTS] + opts
+    cfg.PRETRAIN.CONFIG_FILE = _existing_file(cfg, "PRETRAIN")
+    for name, node in tasks.items():
+        key = "DETECT" if name == DETECT_TASK else f"TRANSFER.{name}"
+        node.CONFIG_FILE = _existing_file(cfg, key)
     unknown = [name for name in cfg.BASELINES if name not in BASELINE_NAMES]
     if unknown:
         raise PipelineConfigError(
             f"BASELINES = {list(cfg.BASELINES)}: unknown {unknown}; expected names from "
             f"{', '.join(BASELINE_NAMES)}"
         )
-    for section in _STAGE_SECTIONS:
-        if len(cfg[section].OPTS) % 2:
+    sections = [*_STAGE_SECTIONS, *(f"TRANSFER.{name}" for name in cfg.TRANSFER)]
+    for section in sections:
+        if len(_stage_node(cfg, section).OPTS) % 2:
             raise PipelineConfigError(
-                f"{section}.OPTS = {list(cfg[section].OPTS)}: expected KEY VALUE pairs"
+                f"{section}.OPTS = {list(_stage_node(cfg, section).OPTS)}: expected KEY VALUE pairs"
             )
     cfg.freeze()
     return cfg
 
 
+def transfer_tasks(cfg: CfgNode) -> dict[str, CfgNode]:
+    """The transfer tasks by name, DETECT first (when it names a config), then TRANSFER's in the
+    config's order; each a node with CONFIG_FILE and OPTS. At least one is required."""
+    tasks = {DETECT_TASK: cfg.DETECT} if cfg.DETECT.CONFIG_FILE else {}
+    for name, node in cfg.TRANSFER.items():
+        if not isinstance(node, CfgNode) or not set(node) <= _TASK_KEYS:
+            found = sorted(node) if isinstance(node, CfgNode) else repr(node)
+            raise PipelineConfigError(
+                f"TRANSFER.{name} = {found}: expected a task with CONFIG_FILE and OPTS"
+            )
+        if name in (DETECT_TASK, "pretrain", "eval", "convert", "report") or "/" in name:
+            raise PipelineConfigError(
+                f"TRANSFER.{name}: the name is taken by a stage or holds '/'; pick another"
+            )
+        node.setdefault("CONFIG_FILE", "")
+        node.setdefault("OPTS", [])
+        tasks[name] = node
+    if not tasks:
+        raise PipelineConfigError(
+            "DETECT.CONFIG_FILE is empty and TRANSFER has no task; expected a config file"
+        )
+    return tasks
+
+
+def _stage_node(cfg: CfgNode, section: str) -> CfgNode:
+    """The node of a section (``PRETRAIN``) or of a transfer task (``TRANSFER.voc_seg``)."""
+    group, _, task = section.partition(".")
+    if not task:
+        return cfg[group]
+    if task not in cfg.TRANSFER:
+        raise PipelineConfigError(
+            f"{section}: no such transfer task; TRANSFER has {sorted(cfg.TRANSFER) or 'none'}"
+        )
+    return cfg.TRANSFER[task]
+
+
 def _existing_file(cfg: CfgNode, section: str) -> str:
-    value = cfg[section].CONFIG_FILE
+    value = _stage_node(cfg, section).CONFIG_FILE
     if not value:
         raise PipelineConfigError(f"{section}.CONFIG_FILE is empty; expected a config file")
     try:

@@ -9,19 +9,21 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode
 
-from .config import MOCO_OPTS, PipelineConfigError
+from .config import DETECT_TASK, MOCO_OPTS, PipelineConfigError, transfer_tasks
 from .jobs import BACKBONE_PKL, Job, run_convert, run_detect, run_eval, run_pretrain
 
 PRETRAINED = "pretrained"
 
 
 def build_jobs(cfg: CfgNode, report_run: Callable[[Job], dict[str, str]]) -> list[Job]:
-    """The jobs of ``cfg``: pretrain, eval, convert and detect for the pretrained backbone and
-    each baseline, then the report (``report_run`` builds it)."""
+    """The jobs of ``cfg``: pretrain, eval, convert and every transfer task for the pretrained
+    backbone and each baseline, then the report (``report_run`` builds it)."""
     out = Path(cfg.OUTPUT_DIR)
     pretrain_opts = [str(v) for v in cfg.PRETRAIN.OPTS]
     base = _pretrain_cfg(cfg, pretrain_opts, "PRETRAIN.OPTS")
-    _check_transferable(cfg, base)
+    tasks = transfer_tasks(cfg)
+    for task, node in tasks.items():
+        _check_transferable(task, node, base)
     _check_evaluable(cfg, base)
     recipes = {PRETRAINED: (pretrain_opts, "PRETRAIN.OPTS")}
     if "supervised" in cfg.BASELINES:
@@ -54,17 +56,27 @@ def build_jobs(cfg: CfgNode, report_run: Callable[[Job], dict[str, str]]) -> lis
         converts[name] = Job("convert", name, folder, text, run_convert, [job])
 
     detects = []
-    for name in backbones:
-        folder = out / "detect" / name
-        weights = str(converts[name].folder / BACKBONE_PKL) if name in converts else ""
-        opts = [str(v) for v in cfg.DETECT.OPTS] + ["MODEL.WEIGHTS", weights]
-        text = _detection_cfg(cfg, opts + ["OUTPUT_DIR", str(folder)]).dump()
-        inputs = [converts[name]] if name in converts else []
-        detects.append(Job("detect", name, folder, text, run_detect, inputs))
+    for task, node in tasks.items():
+        for name in backbones:
+            folder = transfer_folder(out, task, name)
+            weights = str(converts[name].folder / BACKBONE_PKL) if name in converts else ""
+            opts = [str(v) for v in node.OPTS] + ["MODEL.WEIGHTS", weights]
+            text = _transfer_cfg(task, node, opts + ["OUTPUT_DIR", str(folder)]).dump()
+            inputs = [converts[name]] if name in converts else []
+            job_name = name if task == DETECT_TASK else f"{task}/{name}"
+            detects.append(Job("detect", job_name, folder, text, run_detect, inputs))
 
     jobs = [*pretrain.values(), *evals, *converts.values(), *detects]
     report = Job("report", "all", out / "report", cfg.dump(), report_run, list(jobs))
     return [*jobs, report]
+
+
+def transfer_folder(output_dir: Path, task: str, backbone: str) -> Path:
+    """Where a transfer task's job for one backbone writes: ``detect/<backbone>`` for DETECT,
+    ``transfer/<task>/<backbone>`` for a TRANSFER task."""
+    if task == DETECT_TASK:
+        return output_dir / "detect" / backbone
+    return output_dir / "transfer" / task / backbone
 
 
 def backbone_names(cfg: CfgNode) -> list[str]:
@@ -81,13 +93,14 @@ def _pretrain_cfg(cfg: CfgNode, opts: list[str], key: str) -> CfgNode:
         raise PipelineConfigError(f"PRETRAIN.CONFIG_FILE with {key}: {err}") from None
 
 
-def _detection_cfg(cfg: CfgNode, opts: list[str]) -> CfgNode:
+def _transfer_cfg(task: str, node: CfgNode, opts: list[str]) -> CfgNode:
     from unimoco.transfer.config import DetectionConfigError, load_detection_cfg
 
+    section = "DETECT" if task == DETECT_TASK else f"TRANSFER.{task}"
     try:
-        return load_detection_cfg(cfg.DETECT.CONFIG_FILE, opts)
+        return load_detection_cfg(node.CONFIG_FILE, opts)
     except DetectionConfigError as err:
-        raise PipelineConfigError(f"DETECT.CONFIG_FILE with DETECT.OPTS: {err}") from None
+        raise PipelineConfigError(f"{section}.CONFIG_FILE with {section}.OPTS: {err}") from None
 
 
 def _check_evaluable(cfg: CfgNode, pretrain_cfg: CfgNode) -> None:
@@ -100,17 +113,18 @@ def _check_evaluable(cfg: CfgNode, pretrain_cfg: CfgNode) -> None:
         )
 
 
-def _check_transferable(cfg: CfgNode, pretrain_cfg: CfgNode) -> None:
-    """The pretrained ResNet must fit the detector's: same depth, detectron2's stem."""
+def _check_transferable(task: str, node: CfgNode, pretrain_cfg: CfgNode) -> None:
+    """The pretrained ResNet must fit the transfer model's: same depth, detectron2's stem."""
     if pretrain_cfg.MODEL.CIFAR_STEM:
         raise PipelineConfigError(
             "PRETRAIN: MODEL.CIFAR_STEM = True, but detectron2's ResNet has the 7x7/2 stem with "
             "max-pool; pretrain with MODEL.CIFAR_STEM False to transfer"
         )
     depth = int(pretrain_cfg.MODEL.ARCH.removeprefix("resnet"))
-    detect_depth = _detection_cfg(cfg, [str(v) for v in cfg.DETECT.OPTS]).MODEL.RESNETS.DEPTH
-    if depth != detect_depth:
+    transfer_depth = _transfer_cfg(task, node, [str(v) for v in node.OPTS]).MODEL.RESNETS.DEPTH
+    if depth != transfer_depth:
+        section = "DETECT" if task == DETECT_TASK else f"TRANSFER.{task}"
         raise PipelineConfigError(
-            f"PRETRAIN: MODEL.ARCH = {pretrain_cfg.MODEL.ARCH} but DETECT: MODEL.RESNETS.DEPTH = "
-            f"{detect_depth}; expected the same ResNet depth"
+            f"PRETRAIN: MODEL.ARCH = {pretrain_cfg.MODEL.ARCH} but {section}: "
+            f"MODEL.RESNETS.DEPTH = {transfer_depth}; expected the same ResNet depth"
         )

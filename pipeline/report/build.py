@@ -8,12 +8,19 @@ from pathlib import Path
 from fvcore.common.config import CfgNode
 
 from ... import __version__
-from ..config import MOCO_OPTS
+from ..config import DETECT_TASK, MOCO_OPTS, transfer_tasks
 from .document import Block, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
-from .plots import plot_detection, plot_knn, plot_training
-from .results import BACKBONE_LABELS, CLASSIFICATION_COLUMNS, DETECTION_METRICS, Results
+from .plots import plot_knn, plot_training, plot_transfer
+from .results import BACKBONE_LABELS, CLASSIFICATION_COLUMNS, Results, TransferResults
 
 TITLE = "unimoco pipeline report"
+# How a result group is named in a table that shows several.
+GROUP_LABELS = {"bbox": "box", "segm": "mask", "keypoints": "keypoint", "sem_seg": "sem. seg."}
+
+
+def plot_name(task: str) -> str:
+    """The file of a transfer task's bar plot (the DETECT task's keeps its historical name)."""
+    return "detection_ap.png" if task == DETECT_TASK else f"{task}.png"
 
 
 def classification_table(results: Results) -> Table | None:
@@ -32,23 +39,22 @@ def classification_table(results: Results) -> Table | None:
     return Table(["backbone", *(CLASSIFICATION_COLUMNS[key] for key in columns)], rows)
 
 
-def detection_table(results: Results) -> Table:
-    """AP / AP50 / AP75 per task and backbone, with the AP gained over random init."""
-    tasks = list(results.detection[results.backbones[0]])
+def transfer_table(task: TransferResults) -> Table:
+    """The task's metrics per backbone (AP / AP50 / AP75 per detection group, mIoU ..., mAP),
+    with the headline metric gained over random init."""
+    columns = task.columns
+    prefix = len({group for group, _ in columns}) > 1
     header = ["backbone"]
-    for task in tasks:
-        label = {"bbox": "box", "segm": "mask"}.get(task, task) + " " if len(tasks) > 1 else ""
-        header += [f"{label}{metric}" for metric in DETECTION_METRICS]
-    baseline = results.detection.get("random")
-    if baseline is not None:
-        header.append("AP vs random")
+    header += [f"{GROUP_LABELS.get(group, group)} {m}" if prefix else m for group, m in columns]
+    baseline = "random" in task.values
+    if baseline:
+        header.append(f"{task.headline[1]} vs random")
     rows = []
-    for name in results.backbones:
-        values = results.detection[name]
+    for name, groups in task.values.items():
         row = [BACKBONE_LABELS[name]]
-        row += [_number(values[task][metric]) for task in tasks for metric in DETECTION_METRICS]
-        if baseline is not None:
-            gain = _difference(values[tasks[0]]["AP"], baseline[tasks[0]]["AP"])
+        row += [_number(groups.get(group, {}).get(metric)) for group, metric in columns]
+        if baseline:
+            gain = _difference(task.headline_value(name), task.headline_value("random"))
             row.append("—" if name == "random" else gain)
         rows.append(row)
     return Table(header, rows)
@@ -67,29 +73,30 @@ def recipe_table(cfg: CfgNode) -> Table:
     for name, opts in (("supervised", cfg.SUPERVISED.OPTS), ("moco", MOCO_OPTS)):
         if name in cfg.BASELINES:
             rows.append([f"pretrain ({name})", "the pretraining config", _pairs(opts)])
-    rows += [
-        ["eval (knn, lincls)", "the pretraining config", _pairs(cfg.EVAL.OPTS)],
-        ["detect", _short_path(cfg.DETECT.CONFIG_FILE), _pairs(cfg.DETECT.OPTS)],
-    ]
+    rows.append(["eval (knn, lincls)", "the pretraining config", _pairs(cfg.EVAL.OPTS)])
+    for task, node in transfer_tasks(cfg).items():
+        rows.append([task, _short_path(node.CONFIG_FILE), _pairs(node.OPTS)])
     return Table(["stage", "config file", "overrides"], rows)
 
 
-def headline(results: Results) -> str:
-    """One sentence: the detection AP of each backbone, and what pretraining bought."""
-    task = next(iter(results.detection[results.backbones[0]]))
-    ap = {name: results.detection[name][task]["AP"] for name in results.backbones}
-    parts = [f"{BACKBONE_LABELS[name]} {_number(value)}" for name, value in ap.items()]
-    text = f"Detection AP on {results.detection_dataset}: " + ", ".join(parts) + "."
-    if "random" in ap:
-        gain = _difference(ap[results.backbones[0]], ap["random"])
-        text += f" Pretraining changed AP by {gain} points over random initialisation."
+def headline(task: TransferResults, pretrained: str) -> str:
+    """One sentence: a task's headline metric for each backbone, and what pretraining bought."""
+    metric = task.headline[1]
+    parts = [
+        f"{BACKBONE_LABELS[name]} {_number(task.headline_value(name))}" for name in task.values
+    ]
+    text = f"{task.label.capitalize()} {metric} on {task.dataset}: " + ", ".join(parts) + "."
+    if "random" in task.values:
+        gain = _difference(task.headline_value(pretrained), task.headline_value("random"))
+        text += f" Pretraining changed {metric} by {gain} points over random initialisation."
     return text
 
 
 def build_blocks(results: Results, cfg: CfgNode, plot_dir: Path) -> list[Block]:
     """The report's content, top to bottom."""
+    tasks = results.transfer.values()
     blocks: list[Block] = [
-        Paragraph(headline(results)),
+        *(Paragraph(headline(task, results.backbones[0])) for task in tasks),
         Paragraph(
             "Every backbone is evaluated and fine-tuned with the same recipe; each stage's "
             f"outputs are in {cfg.OUTPUT_DIR}/<stage>/<backbone>/. Written by unimoco "
@@ -102,12 +109,14 @@ def build_blocks(results: Results, cfg: CfgNode, plot_dir: Path) -> list[Block]:
             Heading("Classification (frozen backbone, held-out split)"),
             table,
         ]
-    blocks += [
-        Heading(f"Detection ({results.detection_dataset})"),
-        detection_table(results),
-        Image(plot_detection(results, plot_dir / "detection_ap.png"), "detection AP per backbone"),
-        Heading("Pretraining"),
-    ]
+    for task in tasks:
+        plot = plot_transfer(task, plot_dir / plot_name(task.task))
+        blocks += [
+            Heading(f"{task.label.capitalize()} ({task.dataset})"),
+            transfer_table(task),
+            Image(plot, f"{task.label} {task.headline[1]} per backbone"),
+        ]
+    blocks.append(Heading("Pretraining"))
     for plot, name, alt in (
         (plot_training, "training.png", "pretraining loss and learning rate over steps"),
         (plot_knn, "knn.png", "kNN top-1 over pretraining epochs"),

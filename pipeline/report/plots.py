@@ -1,5 +1,5 @@
 """The report's PNG plots (matplotlib, no display needed): pretraining loss and lr over steps,
-kNN accuracy over epochs, detection AP per backbone."""
+kNN accuracy over epochs, each transfer task's metrics per backbone."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .results import BACKBONE_LABELS, Results  # noqa: E402
+from .results import BACKBONE_LABELS, Results, TransferResults  # noqa: E402
 
 _DPI = 100
 UNIFORM_LABEL = "uniform similarities (no learning)"
@@ -74,24 +74,22 @@ def plot_knn(results: Results, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_detection(results: Results, path: Path) -> Path:
-    """Grouped bars: AP / AP50 / AP75 (per task) for each backbone, values written on the bars."""
-    metrics = [
-        (task, metric)
-        for task, values in results.detection[results.backbones[0]].items()
-        for metric in values
-    ]
-    width = 0.8 / len(results.backbones)
+def plot_transfer(task: TransferResults, path: Path) -> Path:
+    """Grouped bars: the task's metrics (AP / AP50 / AP75 per group, mIoU, mAP, ...) for each
+    backbone, values written on the bars."""
+    metrics = task.columns
+    backbones = list(task.values)
+    width = 0.8 / len(backbones)
     fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(metrics) + 2), 3.4), dpi=_DPI)
-    for i, name in enumerate(results.backbones):
-        values = [results.detection[name][task][metric] or 0.0 for task, metric in metrics]
-        xs = [m + (i - (len(results.backbones) - 1) / 2) * width for m in range(len(metrics))]
+    for i, name in enumerate(backbones):
+        values = [task.values[name].get(group, {}).get(metric) or 0.0 for group, metric in metrics]
+        xs = [m + (i - (len(backbones) - 1) / 2) * width for m in range(len(metrics))]
         bars = ax.bar(xs, values, width, label=BACKBONE_LABELS[name], color=_COLOURS[name])
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
-    prefix = len({task for task, _ in metrics}) > 1
+    prefix = len({group for group, _ in metrics}) > 1
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([f"{task} {m}" if prefix else m for task, m in metrics])
-    ax.set(title=f"detection on {results.detection_dataset}", ylabel="AP (%)")
+    ax.set_xticklabels([f"{group} {m}" if prefix else m for group, m in metrics])
+    ax.set(title=f"{task.label} on {task.dataset}", ylabel="%")
     ax.margins(y=0.15)
     ax.legend(frameon=False, fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
