@@ -143,6 +143,16 @@ def test_metrics_json_carries_the_version(tmp_path):
         "top1": 1.0,
         "unimoco_version": __version__,
     }
+    from unimoco.transfer.datasets import register_shapes
+
+    register_shapes(2, 2, 32, 0, tmp_path)
     cfg = load_detection_cfg("detection/shapes_voc_R_18_C4", ["OUTPUT_DIR", str(tmp_path)])
     path = write_final_metrics(cfg, {"bbox": {"AP": 1.0}})
-    assert json.loads(path.read_text())["unimoco_version"] == __version__
+    final = json.loads(path.read_text())
+    assert final["unimoco_version"] == __version__
+    assert final["headline"]["shapes_voc_test"] == {
+        "task": "detection",
+        "group": "bbox",
+        "metric": "AP",
+        "value": 1.0,
+    }
