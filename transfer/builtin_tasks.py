@@ -2,7 +2,4 @@
 (``unimoco.transfer.datasets.ROOT_LAYOUTS``), so that importing this one makes them all known."""
 
 import unimoco.transfer.cityscapes  # noqa: F401
-import unimoco.transfer.coco_keypoints  # noqa: F401
-import unimoco.transfer.lvis_instances  # noqa: F401
 import unimoco.transfer.sem_seg  # noqa: F401
-import unimoco.transfer.voc07_cls  # noqa: F401
