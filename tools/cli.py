@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "semisup": ("unimoco.pretrain.eval.semisup", "fine-tune the network on a labeled fraction"),
     "convert": ("unimoco.transfer.convert", "backbone checkpoint -> detectron2 / torchvision"),
     "detect": ("unimoco.transfer.detect", "fine-tune and evaluate a detectron2 detector"),
+    "prepare-voc-seg": (
+        "unimoco.transfer.prepare_voc_seg",
+        "VOC2012 + SBD -> SegmentationClassAug index PNGs and train_aug.txt",
+    ),
     "pipeline": ("unimoco.pipeline.command", "pretrain -> evaluate -> convert -> detect -> report"),
     "configs": ("unimoco.list_configs", "the built-in configs, by the names --config-file takes"),
 }

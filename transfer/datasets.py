@@ -23,6 +23,7 @@ from detectron2.data.datasets.pascal_voc import register_pascal_voc
 from unimoco.pretrain.data.shapes import SHAPE_CLASSES
 from unimoco.transfer.errors import DatasetError
 from unimoco.transfer.shapes_detection import ShapesDetection, export_shapes_detection
+from unimoco.transfer.shapes_sem_seg import SHAPES_SEM_SEG, register_shapes_sem_seg
 from unimoco.transfer.tasks import task_of
 
 # name -> (folder below the root, split); detectron2's names and layout.
@@ -122,11 +123,13 @@ def register_datasets(cfg: CfgNode) -> None:
             )
         register_coco_json(*parts)
     names = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
-    if any(name in SHAPES_VOC or name in SHAPES_COCO for name in names):
+    if any(name in SHAPES_VOC or name in SHAPES_COCO or name in SHAPES_SEM_SEG for name in names):
         shapes = cfg.DATASETS.SHAPES
-        register_shapes(
+        paths = register_shapes(
             shapes.NUM_TRAIN, shapes.NUM_TEST, shapes.IMAGE_SIZE, shapes.SEED, shapes.ROOT or None
         )
+        if any(name in SHAPES_SEM_SEG for name in names):  # class-index PNGs written on demand
+            register_shapes_sem_seg(paths)
     for name in names:
         check_dataset(name)
     for name in names:
@@ -148,7 +151,8 @@ def check_dataset(name: str) -> None:
         raise DatasetError(
             f"data set {name!r} is not registered; known names include voc_2007_trainval, "
             "voc_2007_test, voc_2012_trainval, coco_2017_train, coco_2017_val, "
-            f"{', '.join([*SHAPES_VOC, *SHAPES_COCO])}, or add one with DATASETS.EXTRA_COCO"
+            f"{', '.join([*SHAPES_VOC, *SHAPES_COCO, *SHAPES_SEM_SEG])}, or add one with "
+            "DATASETS.EXTRA_COCO"
         )
     missing = task_of(name).missing_files(MetadataCatalog.get(name))
     if missing:

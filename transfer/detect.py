@@ -14,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import unimoco.transfer.builtin_tasks  # noqa: F401  (every task's row and data sets)
+from unimoco.configs import resolve_config_file
 from unimoco.pretrain.engine.command import ArgumentError, Command, config_file_help
 from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
@@ -33,6 +34,9 @@ def setup(args: Any) -> CfgNode:
             f"MODEL.DEVICE = {cfg.MODEL.DEVICE!r} but no GPU is available; pass MODEL.DEVICE cpu"
         )
     cfg.freeze()
+    # detectron2's default_setup copies the config file by name: give it the file a built-in
+    # config's name means.
+    args.config_file = str(resolve_config_file(args.config_file))
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="unimoco")
     if changed:

@@ -9,9 +9,11 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
+from detectron2.utils.file_io import PathManager
 from PIL import Image
 
 import unimoco.transfer.fcn_head  # noqa: F401  (registers FCNHead)
+import unimoco.transfer.voc_seg  # noqa: F401  (the VOC 2012 root layout)
 from unimoco.transfer.config import DetectionConfigError
 from unimoco.transfer.sem_seg_data import missing_sem_seg_files
 from unimoco.transfer.tasks import Task, register_task
@@ -69,8 +71,17 @@ def build_sem_seg_train_mapper(cfg: CfgNode) -> DatasetMapper:
     return DatasetMapper(cfg, is_train=True, augmentations=sem_seg_train_augmentations(cfg))
 
 
+def read_labels(filename: str, dtype: type = int) -> np.ndarray:
+    """A mask's class ids, for ``SemSegEvaluator``. Its default reader asks numpy for no copy of
+    the PIL image, which numpy 2 refuses."""
+    with PathManager.open(filename, "rb") as f, Image.open(f) as mask:
+        return np.array(mask, dtype=dtype)
+
+
 def _sem_seg_evaluator(cfg: CfgNode, dataset_name: str, output_dir: str) -> DatasetEvaluator:
-    return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir)
+    return SemSegEvaluator(
+        dataset_name, distributed=True, output_dir=output_dir, sem_seg_loading_fn=read_labels
+    )
 
 
 SEM_SEG_TASK = Task(
