@@ -3,3 +3,4 @@
 
 import unimoco.transfer.cityscapes  # noqa: F401
 import unimoco.transfer.sem_seg  # noqa: F401
+import unimoco.transfer.voc07_cls  # noqa: F401

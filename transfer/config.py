@@ -18,6 +18,7 @@ from ..pretrain.config_checks import (
     ascending,
     at_least,
     check_rules,
+    one_of,
     within,
 )
 
@@ -55,6 +56,14 @@ RULES: dict[str, Valid] = {
     "SOLVER.WARMUP_ITERS": NON_NEGATIVE,
     "SOLVER.CHECKPOINT_PERIOD": POSITIVE,
     "TEST.EVAL_PERIOD": NON_NEGATIVE,
+    "SVM.COSTS": Valid(lambda v: len(v) > 0 and all(c > 0 for c in v), "costs > 0, at least one"),
+    "SVM.CV_FOLDS": at_least(2, "a number of folds"),
+    "SVM.FEATURE": one_of("res2", "res3", "res4", "res5"),
+    "SVM.RESIZE": POSITIVE,
+    "SVM.IMAGE_SIZE": POSITIVE,
+    "SVM.BATCH_SIZE": POSITIVE,
+    "SVM.NUM_CLASSES": POSITIVE,
+    "SVM.NUM_JOBS": Valid(lambda v: v >= 1 or v == -1, "a number of processes >= 1, or -1 (all)"),
     "MODEL.SEM_SEG_HEAD.NUM_CONVS": NON_NEGATIVE,
     "MODEL.SEM_SEG_HEAD.DILATION": POSITIVE,
     "INPUT.SCALE_RANGE": Valid(
@@ -77,6 +86,24 @@ def add_unimoco_config(cfg: CfgNode) -> None:
     cfg.DATASETS.SHAPES.SEED = 0
     # Cache folder ("" = $UNIMOCO_CACHE/shapes or ~/.cache/unimoco/shapes).
     cfg.DATASETS.SHAPES.ROOT = ""
+    # Image classification by linear SVMs on frozen features (VOC07, transfer/voc07_svm.py):
+    # when ENABLED, detect extracts features and trains the SVMs instead of a detector.
+    cfg.SVM = CfgNode()
+    cfg.SVM.ENABLED = False
+    # The cost of each class's SVM is picked from COSTS by CV_FOLDS-fold cross-validated AP.
+    cfg.SVM.COSTS = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]
+    cfg.SVM.CV_FOLDS = 3
+    # The backbone stage whose output, averaged over space and L2-normalised, is the feature.
+    cfg.SVM.FEATURE = "res5"
+    # Shorter side resized to RESIZE, then the centre IMAGE_SIZE x IMAGE_SIZE crop.
+    cfg.SVM.RESIZE = 256
+    cfg.SVM.IMAGE_SIZE = 224
+    # Images per forward pass of the feature extraction.
+    cfg.SVM.BATCH_SIZE = 64
+    # The class count the data sets must have (one SVM per class).
+    cfg.SVM.NUM_CLASSES = 20
+    # Classes whose SVMs are trained at once (processes; -1 = one per CPU core).
+    cfg.SVM.NUM_JOBS = 1
     # FCNHead (semantic segmentation): 3x3 convs of CONVS_DIM channels before the 1x1
     # classifier, and their dilation.
     cfg.MODEL.SEM_SEG_HEAD.NUM_CONVS = 2

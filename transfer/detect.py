@@ -20,6 +20,7 @@ from unimoco.transfer.checkpoint import SafeDetectionCheckpointer
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg, sync_bn_fallback
 from unimoco.transfer.datasets import DatasetError, register_datasets
 from unimoco.transfer.trainer import Trainer, write_final_metrics
+from unimoco.transfer.voc07_svm import check_svm_datasets, check_svm_run, run_svm
 
 logger = logging.getLogger("unimoco.detect")
 
@@ -51,9 +52,13 @@ def setup(args: Any) -> CfgNode:
 
 
 def run(args: Any) -> dict:
-    """Train (or, with --eval-only, evaluate) in this process; returns the evaluation results."""
+    """Train (or, with --eval-only, evaluate; with SVM.ENABLED, train and score the linear SVMs
+    on frozen features) in this process; returns the evaluation results."""
     cfg = setup(args)
-    if args.eval_only:
+    check_svm_datasets(cfg)
+    if cfg.SVM.ENABLED:
+        results = run_svm(cfg)
+    elif args.eval_only:
         model = Trainer.build_model(cfg)
         checkpointer = SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
@@ -104,7 +109,10 @@ def _load(args: Any) -> CfgNode:
     """The config, checked here before any process is started (each process loads its own)."""
     if not args.config_file:
         raise ArgumentError("--config-file is required")
-    return load_detection_cfg(args.config_file, args.opts or [])
+    cfg = load_detection_cfg(args.config_file, args.opts or [])
+    if cfg.SVM.ENABLED:
+        check_svm_run(cfg, args)
+    return cfg
 
 
 def _launch(args: Any, cfg: CfgNode) -> int:
