@@ -2,5 +2,7 @@
 (``unimoco.transfer.datasets.ROOT_LAYOUTS``), so that importing this one makes them all known."""
 
 import unimoco.transfer.cityscapes  # noqa: F401
+import unimoco.transfer.coco_keypoints  # noqa: F401
+import unimoco.transfer.lvis_instances  # noqa: F401
 import unimoco.transfer.sem_seg  # noqa: F401
 import unimoco.transfer.voc07_cls  # noqa: F401
