@@ -34,21 +34,54 @@ SPLITS = {"train": ("aachen", 3), "val": ("frankfurt", 2)}
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # R18 at 64 px for a few iterations: the pipeline, not the accuracy, is under test.
 TINY = [
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)",
-    "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.MIN_SIZE_TEST", "64",
-    "INPUT.MAX_SIZE_TEST", "128",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.MAX_ITER", "3",
-    "SOLVER.STEPS", "(2,)",
-    "SOLVER.WARMUP_ITERS", "1",
-    "TEST.EVAL_PERIOD", "0",
-    "TEST.PRECISE_BN.NUM_ITER", "1",
-    "DATALOADER.NUM_WORKERS", "0",
-    "MODEL.DEVICE", "cpu",
-]  # fmt: skip
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "3",
+    "SOLVER.STEPS",
+    "(2,)",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "TEST.EVAL_PERIOD",
+    "0",
+    "TEST.PRECISE_BN.NUM_ITER",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "MODEL.DEVICE",
+    "cpu",
+]
+MASK_RCNN = [
+    "INPUT.MIN_SIZE_TRAIN",
+    "(64,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "INPUT.MIN_SIZE_TEST",
+    "64",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "16",
+]
+# BasicBlock ResNets cannot dilate res5: the head reads res4 (stride 16), as shapes_FCN_R_18 does.
+FCN = [
+    "MODEL.RESNETS.RES5_DILATION",
+    "1",
+    "MODEL.RESNETS.OUT_FEATURES",
+    "['res4']",
+    "MODEL.SEM_SEG_HEAD.IN_FEATURES",
+    "['res4']",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+    "32",
+    "INPUT.CROP.SIZE",
+    "[48, 96]",
+]
+INSTANCE_CONFIG = "detection/cityscapes_mask_rcnn_R_50_FPN.yaml"
+SEM_SEG_CONFIG = "segmentation/cityscapes_FCN_R_50_90k.yaml"  # fmt: skip
 
 
 def _rectangle(x0: int, y0: int, x1: int, y1: int) -> list[list[int]]:
@@ -195,12 +228,28 @@ def test_mask_rcnn_config_is_detectron2s_cityscapes_protocol():
     assert (cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD) == ((18000,), 24000, 8000)
 
 
+def test_fcn_config_is_mocos_cityscapes_protocol():
+    cfg = load_detection_cfg("segmentation/cityscapes_FCN_R_50_90k")
+    assert cfg.DATASETS.TRAIN == ("cityscapes_fine_sem_seg_train",)
+    assert cfg.DATASETS.TEST == ("cityscapes_fine_sem_seg_val",)
+    assert (cfg.MODEL.SEM_SEG_HEAD.NAME, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES) == ("FCNHead", 19)
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES5_DILATION) == (50, 2)
+    assert (cfg.INPUT.CROP.SIZE, cfg.INPUT.SCALE_RANGE) == ([769, 769], (0.5, 2.0))
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY) == (
+        16,
+        0.01,
+        0.0001,
+    )
+    assert (cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER) == ((63000, 81000), 90000)
+
+
 def _detect(workdir: Path, config: str, out: Path, *overrides: str) -> int:
     return detect.main(
         [
             "--config-file",
             str(CONFIGS / config),
             *TINY,
+            *(MASK_RCNN if config == INSTANCE_CONFIG else FCN),
             "MODEL.WEIGHTS",
             str(workdir / "r18.pkl"),
             "DATASETS.ROOT",
@@ -215,8 +264,7 @@ def _detect(workdir: Path, config: str, out: Path, *overrides: str) -> int:
 def test_mask_rcnn_end_to_end(workdir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = workdir / "mask_rcnn"
-    config = "detection/cityscapes_mask_rcnn_R_50_FPN.yaml"
-    assert _detect(workdir, config, out, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16") == 0
+    assert _detect(workdir, INSTANCE_CONFIG, out) == 0
     final = json.loads((out / "final_metrics.json").read_text())
     name = "cityscapes_fine_instance_seg_val"
     assert set(final["results"][name]["segm"]) == {"AP", "AP50"}
@@ -228,10 +276,23 @@ def test_mask_rcnn_end_to_end(workdir, tmp_path, monkeypatch):
     assert (out / "inference" / name / "matches.json").is_file()
 
 
+def test_fcn_end_to_end(workdir):
+    out = workdir / "fcn"
+    assert _detect(workdir, SEM_SEG_CONFIG, out) == 0
+    final = json.loads((out / "final_metrics.json").read_text())
+    name = "cityscapes_fine_sem_seg_val"
+    assert set(final["results"][name]["sem_seg"]) == {"IoU", "iIoU", "IoU_sup", "iIoU_sup"}
+    headline = final["headline"][name]
+    assert headline["task"] == "semantic segmentation"
+    assert (headline["group"], headline["metric"]) == ("sem_seg", "IoU")
+    assert 0.0 <= headline["value"] <= 100.0
+    assert "Running precise-BN" in (out / "log.txt").read_text()
+
+
 def test_missing_package_folder_and_train_ids_are_one_line_errors(
     workdir, tmp_path, monkeypatch, capsys
 ):
-    instance = "detection/cityscapes_mask_rcnn_R_50_FPN.yaml"
+    instance = INSTANCE_CONFIG
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "cityscapesscripts", None)
         assert _detect(workdir, instance, tmp_path / "a") == 2
@@ -246,3 +307,11 @@ def test_missing_package_folder_and_train_ids_are_one_line_errors(
     err = capsys.readouterr().err
     assert f"{nowhere}/cityscapes/leftImg8bit/train does not exist" in err
     assert "holds cityscapes/" in err
+
+    root = write_cityscapes(tmp_path / "data")
+    gt = root / "cityscapes" / "gtFine" / "train" / "aachen"
+    (gt / "aachen_000000_000001_gtFine_labelTrainIds.png").unlink()
+    assert _detect(workdir, SEM_SEG_CONFIG, tmp_path / "c", "DATASETS.ROOT", str(root)) == 2
+    err = capsys.readouterr().err
+    assert f"{gt}/aachen_000000_000001_gtFine_labelTrainIds.png does not exist" in err
+    assert f"CITYSCAPES_DATASET={root}/cityscapes csCreateTrainIdLabelImgs" in err

@@ -23,6 +23,7 @@ from detectron2.evaluation import (
 from unimoco.transfer.cityscapes_numpy import fit_numpy
 from unimoco.transfer.datasets import ROOT_LAYOUTS, RootLayout, _unregister
 from unimoco.transfer.errors import DatasetError
+from unimoco.transfer.sem_seg import build_sem_seg_train_mapper
 from unimoco.transfer.tasks import Task, register_task
 
 # detectron2's names: cityscapes_fine_{instance_seg,sem_seg}_{train,val,test}.
@@ -142,6 +143,8 @@ register_task(
         ("sem_seg", "IoU"),
         num_classes_key="MODEL.SEM_SEG_HEAD.NUM_CLASSES",
         classes_field="stuff_classes",
+        # MoCo's FCN protocol: random rescale, fixed-size crop, flip (the sem_seg task's mapper).
+        build_train_mapper=build_sem_seg_train_mapper,
         missing_files=_missing_sem_seg,
     ),
 )
