@@ -317,3 +317,4 @@ def test_missing_lvis_package_is_one_line(data_root, tmp_path, capsys, monkeypat
         "data set 'lvis_v0.5_train' needs the 'lvis' package (LVIS json and evaluation): "
         "pip install unimoco[lvis]"
     )
+    _registered(KEYPOINT_CONFIG, data_root)  # the other data sets do not need it
