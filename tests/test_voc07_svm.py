@@ -15,9 +15,12 @@ from PIL import Image, ImageDraw
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
+from torchvision import transforms
 
 from unimoco.pretrain.model.resnet import build_resnet
 from unimoco.transfer import convert, detect
+from unimoco.transfer.config import load_detection_cfg
+from unimoco.transfer.frozen_features import build_frozen_backbone, extract_features
 from unimoco.transfer.voc07_svm import SVM_SETTINGS, fit_class, svm_results, voc_ap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -182,6 +185,52 @@ def test_the_chosen_cost_is_the_cross_validated_best_and_difficult_trains_as_neg
     kept = test_y != 0
     expected = _hand_ap(list(test_y[kept] == 1), list(svm.decision_function(test_x[kept])))
     assert result.test_ap == pytest.approx(expected)
+
+
+def test_features_are_torchvisions_pooled_res5_of_the_centre_crop(tmp_path):
+    """The converted weights through detectron2's ResNet give the features of the torchvision
+    network they came from (BN running statistics included) on the documented crop."""
+    torch.manual_seed(0)
+    net = build_resnet("resnet18").eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    assert convert.main([str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")]) == 0
+    rng = np.random.default_rng(0)
+    files = []
+    for i, (w, h) in enumerate([(96, 80), (72, 100), (64, 64)]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(files[-1])
+    cfg = load_detection_cfg(
+        CONFIG,
+        ["MODEL.WEIGHTS", str(tmp_path / "r18.pkl"), "MODEL.DEVICE", "cpu"]
+        + ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
+        + ["SVM.RESIZE", "64", "SVM.IMAGE_SIZE", "56", "SVM.BATCH_SIZE", "2"]
+        + ["DATALOADER.NUM_WORKERS", "0"],
+    )
+    features = extract_features(
+        cfg, build_frozen_backbone(cfg), [{"file_name": str(f)} for f in files]
+    )
+
+    crop = transforms.Compose(
+        [
+            transforms.Resize(64),
+            transforms.CenterCrop(56),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+    batch = torch.stack([crop(Image.open(f).convert("RGB")) for f in files])
+    with torch.no_grad():
+        pooled = torch.nn.Sequential(*list(net.children())[:-1])(batch).flatten(1)
+    expected = torch.nn.functional.normalize(pooled, dim=1).numpy()
+    assert features.shape == (3, 512)
+    assert np.linalg.norm(features, axis=1) == pytest.approx(1.0)
+    # PIL resizes to uint8, the extraction in float: equal up to that rounding.
+    assert np.abs(features - expected).max() < 3e-3
+    assert np.sum(features * expected, axis=1) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_detect_runs_the_svm_protocol_end_to_end(workdir):

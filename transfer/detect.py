@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.prog = "unimoco detect"
     parser.description = (
         "Fine-tune and evaluate a detectron2 detector (VOC, COCO, shapes) from converted\n"
-        "weights (MODEL.WEIGHTS) or from random init."
+        "weights (MODEL.WEIGHTS) or from random init; with SVM.ENABLED True, score the frozen\n"
+        "backbone's features with linear SVMs (VOC07 classification) instead."
     )
     # argparse has no public way to reach an added argument; detectron2 added this one.
     config_file = next(a for a in parser._actions if "--config-file" in a.option_strings)
