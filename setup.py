@@ -64,10 +64,19 @@ setup(
         "setuptools<81",
     ],
     extras_require={
-        # detectron2's Cityscapes loaders and evaluators, and its LVIS ones.
-        "cityscapes": ["cityscapesscripts"],
+        # detectron2's Cityscapes loaders (polygons through shapely) and evaluators, and its
+        # LVIS ones.
+        "cityscapes": ["cityscapesscripts", "shapely"],
         "lvis": ["lvis"],
-        "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff", "cityscapesscripts", "lvis"],
+        "dev": [
+            "pytest",
+            "pytest-timeout",
+            "hypothesis",
+            "ruff",
+            "cityscapesscripts",
+            "shapely",
+            "lvis",
+        ],
     },
     entry_points={"console_scripts": ["unimoco = unimoco.cli:main"]},
 )
