@@ -145,14 +145,18 @@ def register_datasets(cfg: CfgNode) -> None:
             )
 
 
+def known_names() -> list[str]:
+    """Every data set name this module registers: the root layouts' and the shapes scenes'."""
+    names = [name for layout in ROOT_LAYOUTS for name in layout.names]
+    return names + [*SHAPES_VOC, *SHAPES_COCO, *SHAPES_SEM_SEG]
+
+
 def check_dataset(name: str) -> None:
     """Raise a ``DatasetError`` naming the missing folder or file of data set ``name``."""
     if name not in DatasetCatalog.list():
         raise DatasetError(
-            f"data set {name!r} is not registered; known names include voc_2007_trainval, "
-            "voc_2007_test, voc_2012_trainval, coco_2017_train, coco_2017_val, "
-            f"{', '.join([*SHAPES_VOC, *SHAPES_COCO, *SHAPES_SEM_SEG])}, or add one with "
-            "DATASETS.EXTRA_COCO"
+            f"data set {name!r} is not registered; known names: {', '.join(known_names())}; "
+            "or add one with DATASETS.EXTRA_COCO"
         )
     missing = task_of(name).missing_files(MetadataCatalog.get(name))
     if missing:
