@@ -24,13 +24,17 @@ logger = logging.getLogger("unimoco.detect")
 
 
 class _CheckedCheckpointer(SafeDetectionCheckpointer):
-    """Records the model's parameters that the weights file did not fill (``missing``)."""
+    """Records the model's parameters that the weights file did not fill (``missing``); BN's
+    ``num_batches_tracked`` counters, unused in eval mode and absent from converted weights, are
+    neither recorded nor logged as missing."""
 
     missing: list[str] = []
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        self.missing = [k for k in incompatible.missing_keys if "num_batches_tracked" not in k]
+        missing = incompatible.missing_keys
+        missing[:] = [k for k in missing if not k.endswith("num_batches_tracked")]
+        self.missing = list(missing)
         return incompatible
 
 
