@@ -1,5 +1,6 @@
-"""``unimoco detect``: fine-tune and evaluate a detectron2 model (VOC / COCO / shapes), on CPU or
-on GPUs with detectron2's launcher (multi-GPU, multi-machine)."""
+"""``unimoco detect``: fine-tune and evaluate a detectron2 model for any transfer task (the task
+table in transfer/tasks.py), or score frozen features with linear SVMs, on CPU or on GPUs with
+detectron2's launcher (multi-GPU, multi-machine)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.prog = "unimoco detect"
     parser.description = (
-        "Fine-tune and evaluate a detectron2 detector (VOC, COCO, shapes) from converted\n"
-        "weights (MODEL.WEIGHTS) or from random init; with SVM.ENABLED True, score the frozen\n"
-        "backbone's features with linear SVMs (VOC07 classification) instead."
+        "Fine-tune and evaluate a detectron2 model for one transfer task (detection, instance\n"
+        "or semantic segmentation, keypoints: VOC, COCO, LVIS, Cityscapes, shapes) from\n"
+        "converted weights (MODEL.WEIGHTS) or from random init; with SVM.ENABLED True, score\n"
+        "the frozen backbone's features with linear SVMs (VOC07 classification) instead."
     )
     # argparse has no public way to reach an added argument; detectron2 added this one.
     config_file = next(a for a in parser._actions if "--config-file" in a.option_strings)
