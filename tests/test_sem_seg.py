@@ -224,6 +224,7 @@ def test_shapes_end_to_end(tmp_path):
         ("value 37", r"2012_000000.png holds label value\(s\) 37; expected class ids 0-20 and 255"),
         ("no labels", r"VOC2012/SegmentationClassAug does not exist; set DATASETS.ROOT .*VOC2012/"),
         ("classes", r"has 21 classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5"),
+        ("empty list", r"ImageSets/Segmentation/val.txt lists no image"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, damage, message):
@@ -234,6 +235,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, damage, message):
         Image.fromarray(labels, "L").save(voc / "SegmentationClassAug" / "2012_000000.png")
     elif damage == "no labels":
         (voc / "SegmentationClassAug").rename(voc / "elsewhere")
+    elif damage == "empty list":
+        (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
     elif damage == "classes":
         overrides = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5"]
     argv = ["--config-file", VOC, *TINY, "DATASETS.ROOT", str(tmp_path / "data"), *overrides]

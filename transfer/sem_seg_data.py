@@ -94,10 +94,12 @@ def check_label_sample(meta: Metadata) -> None:
     not a single-channel PNG of class ids and the ignore value. detectron2 reads masks with PIL's
     ``convert("L")``, which turns a palette PNG's colours into grey levels, i.e. wrong ids."""
     ids = read_split(Path(meta.split_file))
+    if not ids:
+        raise DatasetError(f"{meta.split_file} lists no image")
     picks = sorted({ids[i] for i in np.linspace(0, len(ids) - 1, LABEL_SAMPLE).astype(int)})
     valid = np.array([*range(len(meta.stuff_classes)), meta.ignore_label])
     hint = f"; {meta.label_hint}" if meta.label_hint else ""
-    for image_id in picks if ids else []:
+    for image_id in picks:
         path = Path(meta.sem_seg_root) / f"{image_id}.png"
         if not path.is_file():
             raise DatasetError(f"{meta.split_file} lists {image_id!r} but {path} does not exist")
