@@ -22,8 +22,9 @@ SHAPES = """[DATASETS.SHAPES.ROOT, {cache}, DATASETS.SHAPES.NUM_TRAIN, 4,
          SOLVER.MAX_ITER, 3, SOLVER.STEPS, "(2,)", SOLVER.WARMUP_ITERS, 1,
          MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE, 8, TEST.PRECISE_BN.NUM_ITER, 1,
          DATALOADER.NUM_WORKERS, 0]"""
+SHAPES_SEG = SHAPES[:-1] + ", INPUT.CROP.SIZE, [64, 64]]"
 # The demo shrunk to a few pretraining steps, no classification evaluation, one baseline, and a
-# second transfer task: Mask R-CNN on the shapes scenes in COCO layout.
+# second transfer task: FCN semantic segmentation of the shapes scenes.
 TINY = f"""
 _BASE_: {{demo}}
 OUTPUT_DIR: {{out}}
@@ -38,9 +39,9 @@ EVAL:
 DETECT:
   OPTS: {SHAPES}
 TRANSFER:
-  masks:
-    CONFIG_FILE: detection/shapes_coco_R_18_FPN
-    OPTS: {SHAPES}
+  seg:
+    CONFIG_FILE: segmentation/shapes_FCN_R_18
+    OPTS: {SHAPES_SEG}
 BASELINES: [random]
 """
 
@@ -54,7 +55,7 @@ def run(tmp_path_factory):
     config.write_text(TINY.format(demo=DEMO, out=root / "out", cache=root / "cache"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    argv = ["--config-file", str(config), "TRANSFER.masks.SOLVER.MAX_ITER", "4"]
+    argv = ["--config-file", str(config), "TRANSFER.seg.SOLVER.MAX_ITER", "4"]
     assert command.main(argv) == 0
     yield config, root / "out"
     torch.set_num_threads(threads)
@@ -76,30 +77,31 @@ def test_every_task_runs_from_every_backbone(run):
     _, out = run
     folders = {
         "detect": out / "detect",
-        "masks": out / "transfer" / "masks",
+        "seg": out / "transfer" / "seg",
     }
     for task, folder in folders.items():
         for backbone in ("pretrained", "random"):
             final = json.loads((folder / backbone / "final_metrics.json").read_text())
-            assert final["max_iter"] == (4 if task == "masks" else 3), task
+            assert final["max_iter"] == (4 if task == "seg" else 3), task
             weights = final["weights"]
             assert weights == (
                 "" if backbone == "random" else str(out / "convert" / backbone / "backbone.pkl")
             )
-    masks = json.loads((out / "transfer" / "masks" / "random" / "final_metrics.json").read_text())
-    assert masks["headline"]["shapes_coco_val"]["metric"] == "AP"
-    assert set(masks["results"]["shapes_coco_val"]) == {"bbox", "segm"}
+    seg = json.loads((out / "transfer" / "seg" / "random" / "final_metrics.json").read_text())
+    assert seg["headline"]["shapes_sem_seg_test"]["metric"] == "mIoU"
+    assert 0 <= seg["headline"]["shapes_sem_seg_test"]["value"] <= 100
+    assert set(seg["results"]["shapes_sem_seg_test"]) == {"sem_seg"}
 
 
 def test_report_has_a_table_and_plot_per_task(run):
     _, out = run
     markdown = (out / "report.md").read_text()
     assert "## Detection (shapes_voc_test)" in markdown
-    assert "## Detection (shapes_coco_val)" in markdown
+    assert "## Semantic segmentation (shapes_sem_seg_test)" in markdown
+    assert "Semantic segmentation mIoU on shapes_sem_seg_test: pretrained (ours) " in markdown
     tables = [t for t in _tables(markdown) if t[0][0] == "backbone"]
     assert tables[0][0] == ["backbone", "AP", "AP50", "AP75", "AP vs random"]
-    box_mask = ["box AP", "box AP50", "box AP75", "mask AP", "mask AP50", "mask AP75"]
-    assert tables[1][0] == ["backbone", *box_mask, "AP vs random"]
+    assert tables[1][0] == ["backbone", "mIoU", "fwIoU", "mACC", "pACC", "mIoU vs random"]
     for table in tables[:2]:
         assert [row[0] for row in table[1:]] == ["pretrained (ours)", "random init"]
         for row in table[1:]:
@@ -107,10 +109,10 @@ def test_report_has_a_table_and_plot_per_task(run):
                 assert (
                     cell == "—" and row[0] == "random init" or re.fullmatch(r"[+-]?\d+\.\d\d", cell)
                 )
-    for name in ("detection_ap.png", "masks.png"):
+    for name in ("detection_ap.png", "seg.png"):
         assert (out / "report" / name).read_bytes().startswith(b"\x89PNG"), name
     recipes = next(t for t in _tables(markdown) if t[0] == ["stage", "config file", "overrides"])
-    assert [row[0] for row in recipes][-2:] == ["detect", "masks"]
+    assert [row[0] for row in recipes][-2:] == ["detect", "seg"]
     assert "SOLVER.MAX_ITER 4" in recipes[-1][2]
 
 
