@@ -5,7 +5,8 @@
 # on UniMoCo 10 %, and cross-entropy training of the same network on every label; then the table.
 # Usage: bash benchmarks/fashion_mnist.sh [OUT] [KEY VALUE ...]   (finished runs are skipped, so
 # it can be resumed; SEEDS="1 2" or METHODS="moco_v2" restrict it, e.g. to run seeds in parallel;
-# KEY VALUE pairs go to every command, e.g. DATA.ROOT /path/to/fashion-mnist)
+# KEY VALUE pairs go to every command, e.g. DATA.ROOT /path/to/fashion-mnist; PRETRAIN_OPTS="K V .."
+# to the pretraining runs only, e.g. "EVAL.KNN_PERIOD 1 EVAL.KNN_K 20" for a k 20 learning curve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-output/fashion_mnist_bench}
@@ -18,6 +19,7 @@ ALL="raw_pixels random_init moco_v2 unimoco_10pct unimoco_30pct unimoco_60pct un
 ALL+=" moco_v2_co2 unimoco_10pct_co2 supervised_ce"
 read -ra METHODS <<< "${METHODS:-$ALL}"
 read -ra SEEDS <<< "${SEEDS:-0 1 2}"
+read -ra PRETRAIN_ONLY <<< "${PRETRAIN_OPTS:-}"
 # The cross-entropy row's lr (backbone and head, SGD, cosine, batch 64): of 0.4, 0.1, 0.03 and
 # 0.01 on seed 0 (docs/benchmarks.md) the best.
 CE_LR=${CE_LR:-0.03}
@@ -66,7 +68,7 @@ print(cfg.SOLVER.EPOCHS * keys_per_image(cfg))" "$CFG" "$@")
         if [[ ! -f $dir/checkpoint_final.pth ]]; then
           # shellcheck disable=SC2046  # pretrain_opts is a list of KEY VALUE words
           "$UNIMOCO" pretrain --config-file "$CFG" $(pretrain_opts "$method") SEED "$seed" \
-            OUTPUT_DIR "$dir" "${OPTS[@]}"
+            OUTPUT_DIR "$dir" "${OPTS[@]}" "${PRETRAIN_ONLY[@]}"
         fi
         evaluate "$dir" "$seed" --checkpoint "$dir/checkpoint_final.pth" ;;
     esac

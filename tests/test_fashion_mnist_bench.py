@@ -24,11 +24,11 @@ TINY = [
 ]  # fmt: skip
 
 
-def load_table():
+def load_table(name: str = "fashion_mnist_table"):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        path = REPO / "benchmarks" / "fashion_mnist_table.py"
-        spec = importlib.util.spec_from_file_location("fashion_mnist_table", path)
+        path = REPO / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -57,6 +57,23 @@ def test_table_reports_mean_and_std_per_method(tmp_path, capsys):
     assert "| UniMoCo, 30 % labels | 0 | – | – | – |" in text
 
 
+def test_curves_read_the_monitor_rows_and_plot_them(tmp_path):
+    curves = load_table("fashion_mnist_curves")
+    run = tmp_path / "moco_v2" / "seed0"
+    run.mkdir(parents=True)
+    rows = [
+        {"step": 10, "loss": 5.0},
+        {"step": 20, "knn_top1": 61.5},
+        {"step": 40, "knn_top1": 70.0},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert curves.monitor(run) == ([20, 40], [61.5, 70.0])
+    (tmp_path / "random_init" / "seed0" / "k20").mkdir(parents=True)
+    (tmp_path / "random_init" / "seed0" / "k20" / "knn_metrics.json").write_text('{"top1": 65}')
+    png = curves.plot(tmp_path, tmp_path / "curves.png")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
@@ -69,6 +86,7 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
         "PY": sys.executable,
         "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
         "OMP_NUM_THREADS": "2",
+        "PRETRAIN_OPTS": "EVAL.KNN_PERIOD 1 EVAL.KNN_K 5",
     }
     command = ["bash", "benchmarks/fashion_mnist.sh", str(out), "DATA.ROOT", str(tmp_path / "fm")]
     done = subprocess.run(
@@ -83,6 +101,11 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
         assert (run / path).is_file() and (out / "random_init" / "seed0" / path).is_file()
     assert json.loads((run / "k20" / "knn_metrics.json").read_text())["num_train"] == 60
     assert "SYMMETRIC: true" in config
+    # PRETRAIN_OPTS reach the pretraining (a monitor row per epoch) and nothing else.
+    assert "KNN_PERIOD: 1" in config and "KNN_K: 5" in config
+    history = (run / "metrics.jsonl").read_text()
+    assert history.count('"knn_top1"') == 2
+    assert "KNN_K: 5" not in (out / "random_init" / "seed0" / "knn_config.yaml").read_text()
     ce = out / "supervised_ce" / "seed0"
     assert (ce / "semisup_metrics.json").is_file()
     # As many crops through the network as the symmetric pretraining's query encoder: 2 x 2 epochs.
