@@ -17,8 +17,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Instances
 from PIL import Image
 
-from unimoco.pretrain.model.resnet import build_resnet
-from unimoco.transfer import convert, detect
+from unimoco.transfer import detect
 from unimoco.transfer.cityscapes import register_cityscapes_root
 from unimoco.transfer.config import load_detection_cfg
 from unimoco.transfer.tasks import build_evaluator
@@ -134,12 +133,10 @@ def write_cityscapes(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir(tmp_path_factory: pytest.TempPathFactory, converted_resnet) -> Path:
     """The tiny tree and a converted random R18 in one temporary folder."""
     root = write_cityscapes(tmp_path_factory.mktemp("cityscapes"))
-    torch.manual_seed(0)
-    torch.save(build_resnet("resnet18").state_dict(), root / "r18.pth")
-    assert convert.main([str(root / "r18.pth"), str(root / "r18.pkl")]) == 0
+    (root / "r18.pkl").symlink_to(converted_resnet("resnet18"))
     return root
 
 

@@ -19,8 +19,7 @@ from detectron2.data.datasets.lvis_v0_5_categories import LVIS_CATEGORIES
 from detectron2.structures import Boxes, BoxMode, Instances, polygons_to_bitmask
 from PIL import Image
 
-from unimoco.pretrain.model.resnet import build_resnet
-from unimoco.transfer import convert, detect
+from unimoco.transfer import detect
 from unimoco.transfer.config import load_detection_cfg
 from unimoco.transfer.datasets import register_datasets
 from unimoco.transfer.tasks import build_evaluator, headline
@@ -167,13 +166,9 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def weights(converted_resnet) -> Path:
     """A random torchvision ResNet-18, converted to detectron2's format."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(build_resnet("resnet18").state_dict(), folder / "r18.pth")
-    assert convert.main([str(folder / "r18.pth"), str(folder / "r18.pkl")]) == 0
-    return folder / "r18.pkl"
+    return converted_resnet("resnet18")
 
 
 def _registered(config: str, root: Path):

@@ -16,8 +16,7 @@ from detectron2.layers import ShapeSpec
 from PIL import Image
 from torch.nn import functional as F
 
-from unimoco.pretrain.model.resnet import build_resnet
-from unimoco.transfer import convert, detect
+from unimoco.transfer import detect
 from unimoco.transfer.config import DetectionConfigError, load_detection_cfg
 from unimoco.transfer.fcn_head import FCNHead
 from unimoco.transfer.sem_seg import build_sem_seg_train_mapper
@@ -177,12 +176,8 @@ def _voc_tree(root: Path, values: int = 2, mode: str = "L") -> Path:
 
 
 @pytest.fixture(scope="module")
-def r50_pkl(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("r50")
-    torch.manual_seed(0)
-    torch.save(build_resnet("resnet50").state_dict(), root / "r50.pth")
-    assert convert.main([str(root / "r50.pth"), str(root / "r50.pkl")]) == 0
-    return root / "r50.pkl"
+def r50_pkl(converted_resnet) -> Path:
+    return converted_resnet("resnet50")
 
 
 def test_voc_end_to_end_writes_the_miou_headline(tmp_path, r50_pkl):
