@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pipeline import _tables
 
 from unimoco.pipeline import command
 from unimoco.pipeline.config import load_pipeline_cfg, transfer_tasks
@@ -59,18 +60,6 @@ def run(tmp_path_factory):
     assert command.main(argv) == 0
     yield config, root / "out"
     torch.set_num_threads(threads)
-
-
-def _tables(markdown: str) -> list[list[list[str]]]:
-    tables, current = [], []
-    for line in markdown.splitlines() + [""]:
-        if line.startswith("|"):
-            if not set(line) <= set("|- "):
-                current.append([cell.strip() for cell in line.strip("|").split("|")])
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
 
 
 def test_every_task_runs_from_every_backbone(run):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 from detectron2.config import CfgNode
@@ -23,7 +24,7 @@ from detectron2.evaluation import (
 from unimoco.transfer.cityscapes_numpy import fit_numpy
 from unimoco.transfer.datasets import ROOT_LAYOUTS, RootLayout, _unregister
 from unimoco.transfer.errors import DatasetError
-from unimoco.transfer.sem_seg import build_sem_seg_train_mapper
+from unimoco.transfer.sem_seg import SEM_SEG_TASK
 from unimoco.transfer.tasks import Task, register_task
 
 # detectron2's names: cityscapes_fine_{instance_seg,sem_seg}_{train,val,test}.
@@ -134,17 +135,14 @@ register_task(
         missing_files=_missing_instance,
     ),
 )
+# The sem_seg row (its class-count check and MoCo's FCN training mapper) with cityscapesscripts'
+# evaluation, whose class IoU averaged over the 19 train ids is the mIoU.
 register_task(
     "cityscapes_sem_seg",
-    Task(
-        "semantic segmentation",
-        _sem_seg_evaluator,
-        # cityscapesscripts' class IoU averaged over the 19 train ids (mIoU).
-        ("sem_seg", "IoU"),
-        num_classes_key="MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-        classes_field="stuff_classes",
-        # MoCo's FCN protocol: random rescale, fixed-size crop, flip (the sem_seg task's mapper).
-        build_train_mapper=build_sem_seg_train_mapper,
+    replace(
+        SEM_SEG_TASK,
+        build_evaluator=_sem_seg_evaluator,
+        headline=("sem_seg", "IoU"),
         missing_files=_missing_sem_seg,
     ),
 )
