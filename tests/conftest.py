@@ -37,7 +37,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 @pytest.fixture(scope="session")
 def converted_resnet(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """``converted_resnet("resnet18")``: a random torchvision ResNet (seed 0) converted to
-    detectron2's format by ``unimoco convert``, written once per architecture per session."""
+    detectron2's format by ``unimoco convert``, written once per architecture per test run."""
     from unimoco.pretrain.model.resnet import build_resnet
     from unimoco.transfer import convert
 
