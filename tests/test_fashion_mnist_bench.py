@@ -119,3 +119,61 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
         [*command, *TINY], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0 and (run / "checkpoint_final.pth").stat().st_mtime_ns == before
+
+
+def write_run(run: Path, knn20: float, knn200: float, linear: float) -> None:
+    (run / "k20").mkdir(parents=True)
+    (run / "k20" / "knn_metrics.json").write_text(json.dumps({"top1": knn20}))
+    (run / "knn_metrics.json").write_text(json.dumps({"top1": knn200}))
+    (run / "lincls_metrics.json").write_text(json.dumps({"top1": linear}))
+
+
+def test_co2_sweep_table_has_one_row_per_setting_sorted_under_moco(tmp_path, capsys):
+    write_run(tmp_path / "moco_v2" / "seed0", 79.5, 76.5, 81.9)
+    write_run(tmp_path / "co2_a10.0_t0.05" / "moco_v2_co2" / "seed0", 70.0, 60.0, 75.0)
+    for seed, linear in enumerate([83.8, 82.8]):
+        write_run(tmp_path / "co2_a0.1_t1.0" / "moco_v2_co2" / f"seed{seed}", 79.0, 75.0, linear)
+    (tmp_path / "co2_notes").mkdir()  # not a setting: ignored
+    load_table("fashion_mnist_co2_table").main(tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| MoCo v2, no CO2 | 1 | 79.50 | 76.50 | 81.90 |"
+    assert lines[3] == "| CO2 α 0.1, τc 1 | 2 | 79.00 ± 0.00 | 75.00 ± 0.00 | 83.30 ± 0.71 |"
+    assert lines[4] == "| CO2 α 10, τc 0.05 | 1 | 70.00 | 60.00 | 75.00 |"
+    assert len(lines) == 5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_co2_sweep_script_passes_each_setting_to_its_pretraining(tmp_path):
+    make_fashion_root(tmp_path / "fm")
+    out = tmp_path / "sweep"
+    env = {
+        **os.environ,
+        "ALPHAS": "0.5",
+        "TAUS": "0.3 2.0",
+        "PY": sys.executable,
+        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
+        "OMP_NUM_THREADS": "2",
+    }
+    command = ["bash", "benchmarks/fashion_mnist_co2_sweep.sh", str(out)]
+    done = subprocess.run(
+        [*command, "DATA.ROOT", str(tmp_path / "fm"), *TINY],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=800,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for tau in ("0.3", "2.0"):
+        config = yaml.safe_load(
+            (out / f"co2_a0.5_t{tau}/moco_v2_co2/seed0/config.yaml").read_text()
+        )
+        assert config["CO2"] == {"ENABLED": True, "ALPHA": 0.5, "T": float(tau)}
+        assert config["LOSS"]["NAME"] == "infonce"
+    assert (
+        yaml.safe_load((out / "moco_v2/seed0/config.yaml").read_text())["CO2"]["ENABLED"] is False
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| MoCo v2, no CO2",
+        "| CO2 α 0.5, τc 0.3",
+        "| CO2 α 0.5, τc 2",
+    ]
+    assert all(r.split(" | ")[1] == "1" for r in rows[1:])
