@@ -33,7 +33,7 @@ pretrain_opts() {
   esac
 }
 
-evaluate() {  # evaluate DIR SEED SOURCE...: kNN at k 200 and 20, and the linear head, into DIR
+knn() {  # knn DIR SEED SOURCE...: kNN at k 200 and 20 into DIR and DIR/k20
   local dir=$1 seed=$2
   shift 2
   [[ -f $dir/knn_metrics.json ]] ||
@@ -41,6 +41,12 @@ evaluate() {  # evaluate DIR SEED SOURCE...: kNN at k 200 and 20, and the linear
   [[ -f $dir/k20/knn_metrics.json ]] ||
     "$UNIMOCO" knn "$@" --config-file "$CFG" SEED "$seed" OUTPUT_DIR "$dir/k20" EVAL.KNN_K 20 \
       "${OPTS[@]}"
+}
+
+evaluate() {  # evaluate DIR SEED SOURCE...: kNN at k 200 and 20, and the linear head, into DIR
+  local dir=$1 seed=$2
+  shift 2
+  knn "$dir" "$seed" "$@"
   [[ -f $dir/lincls_metrics.json ]] ||
     "$UNIMOCO" lincls "$@" --config-file "$CFG" SEED "$seed" OUTPUT_DIR "$dir" "${OPTS[@]}"
 }
@@ -63,7 +69,8 @@ print(cfg.SOLVER.EPOCHS * keys_per_image(cfg))" "$CFG" "$@")
           "$UNIMOCO" semisup --random-init --config-file "$CFG" SEED "$seed" OUTPUT_DIR "$dir" \
             SEMISUP.LABEL_RATIO 1.0 SEMISUP.EPOCHS "$epochs" SEMISUP.BATCH_SIZE 64 \
             SEMISUP.BACKBONE_LR "$CE_LR" SEMISUP.HEAD_LR "$CE_LR" SEMISUP.WEIGHT_DECAY 0.0005 \
-            SEMISUP.CROP_SCALE "(0.4, 1.0)" "${OPTS[@]}" ;;
+            SEMISUP.CROP_SCALE "(0.4, 1.0)" "${OPTS[@]}"
+        knn "$dir" "$seed" --checkpoint "$dir/semisup_last.pth" ;;  # its backbone's kNN
       *)
         if [[ ! -f $dir/checkpoint_final.pth ]]; then
           # shellcheck disable=SC2046  # pretrain_opts is a list of KEY VALUE words

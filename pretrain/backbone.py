@@ -1,8 +1,10 @@
 """Read a ResNet backbone out of any checkpoint we accept, in torchvision key names.
 
 Accepted layouts: ours (``{"model": {"encoder_q.<key>": ...}}``), official MoCo / UniMoCo
-(``{"state_dict": {"module.encoder_q.<key>": ...}}``) and plain torchvision ResNet state dicts,
-bare or wrapped in ``{"state_dict": ...}`` / ``{"model": ...}``, with or without ``module.``.
+(``{"state_dict": {"module.encoder_q.<key>": ...}}``), the epoch checkpoints of ``unimoco
+semisup`` (``{"epoch": E, "state": {"model": <ResNet>}}``: a fine-tuned network's backbone) and
+plain torchvision ResNet state dicts, bare or wrapped in ``{"state_dict": ...}`` /
+``{"model": ...}``, with or without ``module.``.
 Files are loaded with ``weights_only=True``: nothing in them can run code.
 """
 
@@ -28,6 +30,8 @@ _HEAD_PREFIX = "fc."
 # BN step counters: absent from old torchvision checkpoints and unused by inference, so optional.
 _OPTIONAL_SUFFIX = "num_batches_tracked"
 _SHOWN = 8  # keys listed in an error message
+# The layout of the evaluation commands' epoch checkpoints (pretrain/eval/resume.py).
+EPOCH_CHECKPOINT = "state.model"
 # torch.save writes a zip archive (legacy format: a pickle, opening with the PROTO opcode).
 _CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 
@@ -43,7 +47,7 @@ class BackboneState:
     arch: str
     cifar_stem: bool
     state_dict: dict[str, torch.Tensor]
-    source_format: str  # unimoco | moco | torchvision
+    source_format: str  # unimoco | moco | semisup | torchvision
 
 
 def load_backbone_state(path: str | Path) -> BackboneState:
@@ -92,11 +96,14 @@ def backbone_from_checkpoint(obj: object, name: str = "<checkpoint>") -> Backbon
     if "encoder_q" in prefix:
         source = "unimoco" if container == "model" else "moco"
     else:
-        source = "torchvision"
+        source = "semisup" if container == EPOCH_CHECKPOINT else "torchvision"
     return BackboneState(arch, cifar_stem, backbone, source)
 
 
 def _unwrap(obj: dict) -> tuple[str, dict]:
+    state = obj.get("state")
+    if "epoch" in obj and isinstance(state, dict) and isinstance(state.get("model"), dict):
+        return EPOCH_CHECKPOINT, state["model"]
     for container in ("state_dict", "model"):
         if isinstance(obj.get(container), dict):
             return container, obj[container]

@@ -41,6 +41,8 @@ def _layouts(state: dict[str, torch.Tensor]) -> dict[str, tuple[object, str]]:
             "torchvision",
         ),
         "torchvision-model": ({"model": _backbone_only(state)}, "torchvision"),
+        # unimoco semisup's epoch checkpoint: the fine-tuned ResNet with its class head
+        "semisup": ({"epoch": 3, "state": {"model": state, "optimizer": {}}}, "semisup"),
     }
 
 

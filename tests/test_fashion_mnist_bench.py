@@ -46,13 +46,17 @@ def test_table_reports_mean_and_std_per_method(tmp_path, capsys):
     ce = tmp_path / "supervised_ce" / "seed0"
     ce.mkdir(parents=True)
     (ce / "semisup_metrics.json").write_text(json.dumps({"top1": 88.5}))
+    ce_knn = tmp_path / "supervised_ce" / "seed1"
+    write_run(ce_knn, 86.0, 84.0, 0.0)
+    (ce_knn / "semisup_metrics.json").write_text(json.dumps({"top1": 87.5}))
     (tmp_path / "raw_pixels").mkdir()
     raw = {"knn20_top1": 75.0, "knn200_top1": 72.5, "linear_top1": 79.25}
     (tmp_path / "raw_pixels" / "metrics.json").write_text(json.dumps(raw))
     load_table().main(tmp_path)
     text = capsys.readouterr().out
     assert "| MoCo v2 | 2 | 81.00 ± 1.41 | 79.00 ± 1.41 | 83.00 ± 1.41 |" in text
-    assert "| cross-entropy, 100 % labels | 1 | – | – | 88.50 |" in text
+    # Its linear column is its own classifier (not a probe), its kNN columns its backbone's.
+    assert "| cross-entropy, 100 % labels | 2 | 86.00 | 84.00 | 88.00 ± 0.71 |" in text
     assert "| raw pixels | – | 75.00 | 72.50 | 79.25 |" in text
     assert "| UniMoCo, 30 % labels | 0 | – | – | – |" in text
 
@@ -108,6 +112,10 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
     assert "KNN_K: 5" not in (out / "random_init" / "seed0" / "knn_config.yaml").read_text()
     ce = out / "supervised_ce" / "seed0"
     assert (ce / "semisup_metrics.json").is_file()
+    # The trained network's backbone gets the same kNN as the pretrained ones.
+    for path in ("knn_metrics.json", "k20/knn_metrics.json"):
+        knn = json.loads((ce / path).read_text())
+        assert knn["source_format"] == "semisup" and knn["checkpoint"].endswith("semisup_last.pth")
     # As many crops through the network as the symmetric pretraining's query encoder: 2 x 2 epochs.
     ce_config = yaml.safe_load((ce / "semisup_config.yaml").read_text())
     assert ce_config["SEMISUP"]["EPOCHS"] == 4 and ce_config["SEMISUP"]["BACKBONE_LR"] == 0.03

@@ -39,8 +39,9 @@ STATUSES = {
 def build_parser(command: str, description: str, resumable: bool) -> argparse.ArgumentParser:
     parser = config_parser(
         f"unimoco {command}",
-        f"{description}. Reads our checkpoints, official MoCo / UniMoCo ones and "
-        f"torchvision ResNet weights; writes OUTPUT_DIR/{command}_metrics.json. Multi-GPU: "
+        f"{description}. Reads our checkpoints, official MoCo / UniMoCo ones, "
+        f"unimoco semisup's and torchvision ResNet weights; writes "
+        f"OUTPUT_DIR/{command}_metrics.json. Multi-GPU: "
         f"torchrun --nproc_per_node N -m unimoco.cli {command} ...",
         epilog="Exit status: 0 done; 2 bad input or OUTPUT_DIR in use by another run"
         + (
