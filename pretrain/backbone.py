@@ -31,7 +31,7 @@ _HEAD_PREFIX = "fc."
 _OPTIONAL_SUFFIX = "num_batches_tracked"
 _SHOWN = 8  # keys listed in an error message
 # The layout of the evaluation commands' epoch checkpoints (pretrain/eval/resume.py).
-EPOCH_CHECKPOINT = "state.model"
+_EPOCH_CHECKPOINT = "state.model"
 # torch.save writes a zip archive (legacy format: a pickle, opening with the PROTO opcode).
 _CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 
@@ -96,14 +96,14 @@ def backbone_from_checkpoint(obj: object, name: str = "<checkpoint>") -> Backbon
     if "encoder_q" in prefix:
         source = "unimoco" if container == "model" else "moco"
     else:
-        source = "semisup" if container == EPOCH_CHECKPOINT else "torchvision"
+        source = "semisup" if container == _EPOCH_CHECKPOINT else "torchvision"
     return BackboneState(arch, cifar_stem, backbone, source)
 
 
 def _unwrap(obj: dict) -> tuple[str, dict]:
     state = obj.get("state")
     if "epoch" in obj and isinstance(state, dict) and isinstance(state.get("model"), dict):
-        return EPOCH_CHECKPOINT, state["model"]
+        return _EPOCH_CHECKPOINT, state["model"]
     for container in ("state_dict", "model"):
         if isinstance(obj.get(container), dict):
             return container, obj[container]

@@ -36,13 +36,28 @@ def load_table(name: str = "fashion_mnist_table"):
     return module
 
 
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment a benchmark script runs in from the tests: this Python, its unimoco."""
+    return {
+        **os.environ,
+        "PY": sys.executable,
+        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
+        "OMP_NUM_THREADS": "2",
+        **extra,
+    }
+
+
+def write_run(run: Path, knn20: float, knn200: float, linear: float) -> None:
+    """The three metric files benchmarks/fashion_mnist.sh writes for one evaluated run."""
+    (run / "k20").mkdir(parents=True)
+    (run / "k20" / "knn_metrics.json").write_text(json.dumps({"top1": knn20}))
+    (run / "knn_metrics.json").write_text(json.dumps({"top1": knn200}))
+    (run / "lincls_metrics.json").write_text(json.dumps({"top1": linear}))
+
+
 def test_table_reports_mean_and_std_per_method(tmp_path, capsys):
-    for seed, (knn20, knn200, linear) in enumerate([(80.0, 78.0, 82.0), (82.0, 80.0, 84.0)]):
-        run = tmp_path / "moco_v2" / f"seed{seed}"
-        (run / "k20").mkdir(parents=True)
-        (run / "k20" / "knn_metrics.json").write_text(json.dumps({"top1": knn20}))
-        (run / "knn_metrics.json").write_text(json.dumps({"top1": knn200}))
-        (run / "lincls_metrics.json").write_text(json.dumps({"top1": linear}))
+    for seed, values in enumerate([(80.0, 78.0, 82.0), (82.0, 80.0, 84.0)]):
+        write_run(tmp_path / "moco_v2" / f"seed{seed}", *values)
     ce = tmp_path / "supervised_ce" / "seed0"
     ce.mkdir(parents=True)
     (ce / "semisup_metrics.json").write_text(json.dumps({"top1": 88.5}))
@@ -83,15 +98,11 @@ def test_curves_read_the_monitor_rows_and_plot_them(tmp_path):
 def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
     make_fashion_root(tmp_path / "fm")
     out = tmp_path / "bench"
-    env = {
-        **os.environ,
-        "SEEDS": "0",
-        "METHODS": "raw_pixels random_init unimoco_30pct_co2 supervised_ce",
-        "PY": sys.executable,
-        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
-        "OMP_NUM_THREADS": "2",
-        "PRETRAIN_OPTS": "EVAL.KNN_PERIOD 1 EVAL.KNN_K 5",
-    }
+    env = script_env(
+        SEEDS="0",
+        METHODS="raw_pixels random_init unimoco_30pct_co2 supervised_ce",
+        PRETRAIN_OPTS="EVAL.KNN_PERIOD 1 EVAL.KNN_K 5",
+    )
     command = ["bash", "benchmarks/fashion_mnist.sh", str(out), "DATA.ROOT", str(tmp_path / "fm")]
     done = subprocess.run(
         [*command, *TINY], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
@@ -129,13 +140,6 @@ def test_benchmark_script_runs_every_kind_of_row_and_resumes(tmp_path):
     assert again.returncode == 0 and (run / "checkpoint_final.pth").stat().st_mtime_ns == before
 
 
-def write_run(run: Path, knn20: float, knn200: float, linear: float) -> None:
-    (run / "k20").mkdir(parents=True)
-    (run / "k20" / "knn_metrics.json").write_text(json.dumps({"top1": knn20}))
-    (run / "knn_metrics.json").write_text(json.dumps({"top1": knn200}))
-    (run / "lincls_metrics.json").write_text(json.dumps({"top1": linear}))
-
-
 def test_co2_sweep_table_has_one_row_per_setting_sorted_under_moco(tmp_path, capsys):
     write_run(tmp_path / "moco_v2" / "seed0", 79.5, 76.5, 81.9)
     write_run(tmp_path / "co2_a10.0_t0.05" / "moco_v2_co2" / "seed0", 70.0, 60.0, 75.0)
@@ -155,14 +159,7 @@ def test_co2_sweep_table_has_one_row_per_setting_sorted_under_moco(tmp_path, cap
 def test_co2_sweep_script_passes_each_setting_to_its_pretraining(tmp_path):
     make_fashion_root(tmp_path / "fm")
     out = tmp_path / "sweep"
-    env = {
-        **os.environ,
-        "ALPHAS": "0.5",
-        "TAUS": "0.3 2.0",
-        "PY": sys.executable,
-        "UNIMOCO": str(Path(sys.executable).parent / "unimoco"),
-        "OMP_NUM_THREADS": "2",
-    }
+    env = script_env(ALPHAS="0.5", TAUS="0.3 2.0")
     command = ["bash", "benchmarks/fashion_mnist_co2_sweep.sh", str(out)]
     done = subprocess.run(
         [*command, "DATA.ROOT", str(tmp_path / "fm"), *TINY],
